@@ -1,0 +1,3 @@
+from toonforge.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The HTTP API: Wiro-compatible routes, auth, envelope, WebSocket. Never imports torch."""

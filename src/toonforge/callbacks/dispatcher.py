@@ -1,0 +1,152 @@
+"""Delivers pending callbacks (rows of callback_deliveries) from a background thread.
+
+Rows are claimed with a short lock so several API processes can run dispatchers side by side;
+every attempt is recorded, and the task's Detail shows the delivery state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+from sqlalchemy import or_, select, update
+
+from toonforge.callbacks.address_guard import CallbackRefused
+from toonforge.callbacks.sender import AttemptResult, backoff_seconds, send_once
+from toonforge.services import Services
+from toonforge.tasks.models import CallbackAttempt, CallbackDelivery, Project, Task
+from toonforge.tasks.record import task_record
+
+log = logging.getLogger("toonforge.callbacks")
+
+LOCK_SECONDS = 120.0
+IDLE_SECONDS = 0.2
+
+
+class CallbackDispatcher:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # a broken row must not stop every other delivery
+                log.exception("callback dispatcher error")
+                worked = False
+            if not worked:
+                self._stop.wait(IDLE_SECONDS)
+
+    def _claim(self) -> int | None:
+        now = time.time()
+        with self.services.sessions() as session:
+            candidate = (
+                select(CallbackDelivery.id)
+                .where(
+                    CallbackDelivery.state == "pending",
+                    CallbackDelivery.next_attempt_at <= now,
+                    or_(
+                        CallbackDelivery.locked_until.is_(None),
+                        CallbackDelivery.locked_until < now,
+                    ),
+                )
+                .order_by(CallbackDelivery.next_attempt_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            claimed = session.scalar(
+                update(CallbackDelivery)
+                .where(CallbackDelivery.id == candidate)
+                .values(locked_until=now + LOCK_SECONDS)
+                .returning(CallbackDelivery.id)
+            )
+            session.commit()
+            return claimed
+
+    def run_once(self) -> bool:
+        delivery_id = self._claim()
+        if delivery_id is None:
+            return False
+        settings = self.services.settings
+        with self.services.sessions() as session:
+            delivery = session.get(CallbackDelivery, delivery_id)
+            task = session.get(Task, delivery.task_id) if delivery else None
+            if delivery is None or task is None:
+                return True
+            project = session.get(Project, task.project_id)
+            record = task_record(
+                task,
+                public_url=settings.resolved_public_url,
+                manifest=self.services.catalog.by_key(task.tool_key),
+            )
+            body = json.dumps(record).encode()
+            attempt_no = delivery.attempts + 1
+            result = self._send(delivery.url, body, project, delivery.msg_id)
+            session.add(
+                CallbackAttempt(
+                    delivery_id=delivery.id,
+                    attempt=attempt_no,
+                    at=time.time(),
+                    status_code=result.status_code,
+                    ok=result.ok,
+                    error=result.error,
+                    duration_ms=result.duration_ms,
+                )
+            )
+            delivery.attempts = attempt_no
+            delivery.locked_until = None
+            delivery.last_error = result.error
+            if result.ok:
+                delivery.state = "delivered"
+            elif not result.retryable:
+                delivery.state = "refused" if result.status_code is None else "failed"
+            elif attempt_no >= settings.callback_max_attempts:
+                delivery.state = "failed"
+            else:
+                delivery.next_attempt_at = time.time() + backoff_seconds(
+                    attempt_no, settings.callback_backoff_seconds
+                )
+            session.commit()
+            log.info(
+                "callback for task %s attempt %d: %s %s",
+                task.id, attempt_no, delivery.state, result.error or result.status_code,
+            )
+        return True
+
+    def _send(
+        self, url: str, body: bytes, project: Project | None, msg_id: str
+    ) -> AttemptResult:
+        settings = self.services.settings
+        if urlsplit(url).scheme not in ("http", "https"):
+            return AttemptResult(
+                ok=False, status_code=None, retryable=False, duration_ms=0,
+                error=f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}",
+            )
+        try:
+            return send_once(
+                url,
+                body,
+                secret=project.webhook_secret if project else "",
+                msg_id=msg_id,
+                timeout=settings.callback_timeout_seconds,
+                allow_private=settings.callback_allow_private,
+            )
+        except CallbackRefused as exc:
+            return AttemptResult(
+                ok=False, status_code=None, retryable=False, duration_ms=0, error=str(exc)
+            )

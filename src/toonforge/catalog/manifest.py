@@ -1,0 +1,144 @@
+"""The schema of a tool manifest.
+
+A manifest carries everything the tool's page says (owner, slug, inputs in page order,
+"Parameter Inspires" examples, categories, tags, cover, price) plus the backend recipe the
+engine needs (family, weights, LoRAs, trigger words). Input types are the page's own:
+``text``, ``textarea``, ``number``, ``float``, ``select``, ``range``, ``file``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+InputType = Literal["text", "textarea", "number", "float", "select", "range", "file", "checkbox"]
+
+
+class SelectOption(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    value: str
+    label: str
+    description: str | None = None
+    triggerwords: list[str] | None = None
+
+
+class InputSpec(BaseModel):
+    """One input as listed on the tool page, plus the bounds toonforge enforces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    label: str
+    help: str = ""
+    type: InputType
+    default: Any = ""
+    options: list[SelectOption] | None = None
+    # Bounds are toonforge's own (the page has none): they keep requests within what the
+    # model and the machine can do, and each violation is reported with the input's name.
+    min: float | None = None
+    max: float | None = None
+    multiple_of: int | None = None
+    integer: bool = False  # a `number` that must be whole (samples, steps, width)
+    max_length: int | None = None  # for text inputs
+    seed: bool = False  # a `text` input that holds a seed: empty or an integer
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if self.type == "select" and self.options is None:
+            raise ValueError(f"select input {self.name!r} needs options")
+        return self
+
+
+class WeightFile(BaseModel):
+    """A file the engine loads. ``source`` tells an operator (and `models pull`) where to get it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str  # file name inside the models folder (or inside repo when repo is set)
+    repo: str | None = None  # a Hugging Face repository holding the file
+    url: str | None = None  # a direct download address, when the authors publish one
+    sha256: str | None = None
+    note: str | None = None  # how to obtain it when no public source is known
+
+
+class Embedding(WeightFile):
+    token: str  # the word that calls it in a prompt
+
+
+class Lora(WeightFile):
+    name: str  # adapter name (also the select value for selectable LoRAs)
+    weight: float = 1.0
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class BaseModelChoice(BaseModel):
+    """A selectable base model (AnimateDiff's `selectedModel`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    checkpoint: WeightFile
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class Backend(BaseModel):
+    """The recipe an engine family follows for this tool."""
+
+    model_config = ConfigDict(extra="allow")
+
+    family: Literal["sd15", "sdxl", "flux", "animatediff"]
+    # Diffusers-layout repository giving configs/tokenizers (and, for hub-published bases,
+    # the weights themselves).
+    base_repo: str | None = None
+    checkpoint: WeightFile | None = None  # a single-file checkpoint, as its authors publish it
+    refiner_repo: str | None = None
+    motion_adapter_repo: str | None = None
+    loras: list[Lora] = Field(default_factory=list)
+    embeddings: list[Embedding] = Field(default_factory=list)
+    base_models: list[BaseModelChoice] = Field(default_factory=list)
+    default_base_model: str | None = None
+    trigger_words: list[str] = Field(default_factory=list)
+    true_cfg: bool = False  # FLUX: a negative prompt turns on true CFG only when enabled
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str  # modelid in task records
+    owner: str  # slugowner exactly as on the page
+    slug: str  # slugproject exactly as on the page (may hold spaces and dots)
+    title: str
+    description: str
+    cover: str
+    categories: list[str]
+    tags: list[str]
+    cps: str = Field(description="price per second of run time, as a decimal string")
+    engine_ready: bool = True  # false while the family's engine is not built yet
+    engine_note: str = ""  # shown in Tool/Detail when engine_ready is false
+    inputs: list[InputSpec]
+    inspire: list[dict[str, Any]] = Field(default_factory=list)
+    backend: Backend
+
+    @property
+    def key(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+    @property
+    def cleanslug(self) -> str:
+        return clean_slug(self.slug)
+
+    @property
+    def cleanslugowner(self) -> str:
+        return clean_slug(self.owner)
+
+    def input(self, name: str) -> InputSpec | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+
+def clean_slug(text: str) -> str:
+    """`CartoonMix v1.0` -> `cartoonmix-v1-0`, as Tool/List's `cleanslugproject`."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

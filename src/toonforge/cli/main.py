@@ -1,0 +1,91 @@
+"""`toonforge serve | worker | keys | models | db`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from toonforge.cli import keys_cmd, models_cmd, serve_cmd
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="data folder (TOONFORGE_DATA_DIR)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (TOONFORGE_DATABASE_URL)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        default=None,
+        help="offline mode: run every tool on tiny stand-in weights (TOONFORGE_TINY)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toonforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server and its worker(s)")
+    _common(serve)
+    serve.add_argument("--host", help="bind address (TOONFORGE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (TOONFORGE_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes to start (default 1)")
+    serve.set_defaults(func=serve_cmd.serve)
+
+    worker = sub.add_parser("worker", help="run a worker process (claims and runs tasks)")
+    _common(worker)
+    worker.set_defaults(func=serve_cmd.worker)
+
+    keys = sub.add_parser("keys", help="manage projects and their API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a project; prints key and secret once")
+    _common(create)
+    create.add_argument("--name", default="default")
+    create.add_argument("--mode", choices=["signature", "key"], default="signature")
+    create.add_argument("--allow-ip", default="*", help="comma separated IPs/CIDRs, * for all")
+    create.add_argument("--max-running", type=int, default=None,
+                        help="limit on unfinished tasks (0 = unlimited)")
+    create.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    create.set_defaults(func=keys_cmd.create)
+    listing = keys_sub.add_parser("list", help="list projects (keys shown shortened)")
+    _common(listing)
+    listing.set_defaults(func=keys_cmd.list_keys)
+    revoke = keys_sub.add_parser("revoke", help="revoke a project's key")
+    _common(revoke)
+    revoke.add_argument("api_key")
+    revoke.set_defaults(func=keys_cmd.revoke)
+
+    models = sub.add_parser("models", help="weights: what is present, missing, and pulling")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    status = models_sub.add_parser("status", help="show weights present and missing per tool")
+    _common(status)
+    status.add_argument("tool", nargs="?", help="OWNER/SLUG (default: every tool)")
+    status.set_defaults(func=models_cmd.status)
+    pull = models_sub.add_parser("pull", help="download a tool's weights")
+    _common(pull)
+    pull.add_argument("tool", help="OWNER/SLUG, e.g. 'futurist/CartoonMix v1.0'")
+    pull.set_defaults(func=models_cmd.pull)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="apply migrations")
+    _common(up)
+    up.set_defaults(func=serve_cmd.db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # a clear line for the operator; the traceback is in --debug logs
+        logging.getLogger("toonforge").debug("command failed", exc_info=True)
+        print(f"toonforge: error: {exc}", file=sys.stderr)
+        return 1

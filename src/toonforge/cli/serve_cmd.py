@@ -1,0 +1,137 @@
+"""`toonforge serve`, `toonforge worker`, `toonforge db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from toonforge.cli.common import settings_from_args
+from toonforge.cli.keys_cmd import print_credentials
+from toonforge.services import Services, build_services
+from toonforge.settings import Settings
+from toonforge.tasks.migrate import upgrade
+from toonforge.tasks.models import Project
+from toonforge.tasks.projects import create_project
+
+log = logging.getLogger("toonforge")
+
+OFFLINE_BANNER = (
+    "OFFLINE MODE: every tool runs on tiny stand-in weights built by toonforge "
+    "(outputs prove the pipeline, not the real models' pictures)"
+)
+
+
+def _first_project(services: Services) -> None:
+    """On an empty database, make a project and print its credentials once."""
+    with services.sessions() as session:
+        if session.scalar(select(func.count(Project.id))):
+            return
+        creds = create_project(
+            session,
+            name="default",
+            max_running_tasks=services.settings.default_max_running_tasks,
+        )
+        session.commit()
+    print("No project existed, so one was created:")
+    print_credentials(creds)
+    sys.stdout.flush()
+
+
+class WorkerSupervisor:
+    """Keeps N worker processes alive beside the API; a crashed worker is restarted."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="workers", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "toonforge", "worker"], env=os.environ.copy())
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is not None and not self._stop.is_set():
+                    log.warning("worker process %s exited with %s; restarting", proc.pid, code)
+                    time.sleep(1.0)
+                    self.procs[i] = self._spawn()
+
+    def stop(self, grace: float = 15.0) -> None:
+        self._stop.set()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from toonforge.api.app import create_app
+
+    settings = settings_from_args(args)
+    if settings.tiny:
+        log.warning(OFFLINE_BANNER)
+    services = build_services(settings)
+    _first_project(services)
+    supervisor = WorkerSupervisor(settings.workers)
+    supervisor.start()
+    log.info(
+        "toonforge API on %s (socket %s/v1/socket), data in %s, %d worker(s)",
+        settings.resolved_public_url,
+        settings.resolved_public_url.replace("http", "ws", 1),
+        settings.data_dir,
+        settings.workers,
+    )
+    try:
+        config = uvicorn.Config(
+            create_app(services), host=settings.host, port=settings.port, log_level="info"
+        )
+        uvicorn.Server(config).run()
+    finally:
+        supervisor.stop()
+        services.close()
+    return 0
+
+
+def run_worker(settings: Settings) -> int:
+    from toonforge.engine.runtime import EngineRuntime
+    from toonforge.worker.main import Worker, install_signal_handlers
+
+    if settings.tiny:
+        log.warning(OFFLINE_BANNER)
+    services = build_services(settings)
+    worker = Worker(services, EngineRuntime(settings))
+    install_signal_handlers(worker)
+    worker.run_forever()
+    services.close()
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    return run_worker(settings_from_args(args))
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    upgrade(settings.resolved_database_url)
+    print("database is up to date")
+    return 0

@@ -1,0 +1,44 @@
+"""The one place that builds toonforge's services from settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from toonforge.catalog import Catalog, load_catalog
+from toonforge.settings import Settings
+from toonforge.storage import LocalStorage
+from toonforge.tasks.db import make_engine, make_sessionmaker
+from toonforge.tasks.migrate import upgrade
+
+log = logging.getLogger("toonforge")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Engine
+    sessions: sessionmaker[Session]
+    catalog: Catalog
+    storage: LocalStorage
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if migrate:
+        upgrade(url)
+    db = make_engine(url)
+    return Services(
+        settings=settings,
+        db=db,
+        sessions=make_sessionmaker(db),
+        catalog=load_catalog(settings.extra_tools_dirs),
+        storage=LocalStorage(settings.storage_dir),
+    )

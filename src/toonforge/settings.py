@@ -1,0 +1,84 @@
+"""Settings: built by `load_settings()` from the environment (prefix TOONFORGE_), never at
+import time, so tests and several processes can each hold their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "toonforge"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOONFORGE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # SQLite in the data folder unless set (e.g. postgresql+psycopg://user@host/db).
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Absolute base for output URLs (what clients fetch); defaults to http://host:port.
+    public_url: str | None = None
+
+    # Offline mode: every tool runs on tiny stand-in weights that toonforge builds itself.
+    tiny: bool = False
+    # Folders of extra tool manifests (YAML), besides the built-in ones.
+    extra_tools_dirs: list[Path] = Field(default_factory=list)
+    # Where real weights live (single files, LoRAs, embeddings, diffusers folders).
+    models_dir: Path | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    # Loaded pipelines are kept between tasks, least recently used evicted past this budget.
+    model_memory_budget_gb: float = 16.0
+
+    # Worker behaviour.
+    worker_poll_seconds: float = 0.05
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    max_attempts: int = 3
+    # `serve` starts this many worker processes (0: API only; run `toonforge worker` apart).
+    workers: int = 1
+
+    # Auth and abuse limits.
+    nonce_window_seconds: int = 600
+    # Reject a nonce that looks like a unix time further than this from now (0: no check).
+    nonce_max_skew_seconds: int = 0
+    default_max_running_tasks: int = 0  # 0 = unlimited, per new project
+
+    # Callbacks.
+    callback_allow_private: bool = False
+    callback_timeout_seconds: float = 10.0
+    callback_max_attempts: int = 5
+    callback_backoff_seconds: float = 2.0
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or (self.data_dir / "models")
+
+    @property
+    def tiny_models_dir(self) -> Path:
+        return self.data_dir / "tiny-models"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'toonforge.db'}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The one place settings are read. Keyword overrides win over the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Task records, their lifecycle, persistence (SQLAlchemy 2 + Alembic) and the claim."""

@@ -1,0 +1,52 @@
+"""Task statuses in the order a task walks them, and what counts as terminal."""
+
+from __future__ import annotations
+
+QUEUE = "task_queue"
+ACCEPT = "task_accept"
+PREPROCESS_START = "task_preprocess_start"
+PREPROCESS_END = "task_preprocess_end"
+ASSIGN = "task_assign"
+START = "task_start"
+OUTPUT = "task_output"
+OUTPUT_FULL = "task_output_full"
+END = "task_end"
+POSTPROCESS_START = "task_postprocess_start"
+POSTPROCESS_END = "task_postprocess_end"
+ERROR = "task_error"
+ERROR_FULL = "task_error_full"
+CANCEL = "task_cancel"
+
+ORDER = (
+    QUEUE,
+    ACCEPT,
+    PREPROCESS_START,
+    PREPROCESS_END,
+    ASSIGN,
+    START,
+    OUTPUT,
+    OUTPUT_FULL,
+    END,
+    POSTPROCESS_START,
+    POSTPROCESS_END,
+)
+TERMINAL = frozenset({POSTPROCESS_END, CANCEL})
+# Statuses of a task that a worker holds (it may be killed, its lease may expire).
+RUNNING = frozenset(s for s in ORDER if s not in (QUEUE, POSTPROCESS_END)) | {ERROR, ERROR_FULL}
+
+# Which timestamp column each lifecycle status stamps.
+TIME_FIELD = {
+    ACCEPT: "accepttime",
+    PREPROCESS_START: "preprocessstarttime",
+    PREPROCESS_END: "preprocessendtime",
+    ASSIGN: "assigntime",
+    START: "starttime",
+    END: "endtime",
+    POSTPROCESS_START: "postprocessstarttime",
+    POSTPROCESS_END: "postprocessendtime",
+    CANCEL: "canceltime",
+}
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL

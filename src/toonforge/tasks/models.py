@@ -1,0 +1,154 @@
+"""ORM tables. Times are unix seconds (float); the API renders them as strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # Kept in clear: the signature scheme HMACs with the secret, so the server needs it.
+    api_secret: Mapped[str] = mapped_column(String(128))
+    auth_mode: Mapped[str] = mapped_column(String(16))  # "signature" | "key"
+    allowed_ips: Mapped[str] = mapped_column(Text, default="*")  # comma separated, CIDR ok
+    max_running_tasks: Mapped[int] = mapped_column(Integer, default=0)  # 0 = unlimited
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Nonce(Base):
+    __tablename__ = "nonces"
+    __table_args__ = (UniqueConstraint("project_id", "nonce", name="uq_nonce_project"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(128))
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_claim", "status", "id"),
+        Index("ix_tasks_project", "project_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    socket_token: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    tool_key: Mapped[str] = mapped_column(String(300))  # "owner/slug"
+    model_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    debugoutput: Mapped[str] = mapped_column(Text, default="")
+    debugerror: Mapped[str] = mapped_column(Text, default="")
+    pexit: Mapped[str] = mapped_column(String(16), default="")
+    cps: Mapped[str] = mapped_column(String(32))
+    totalcost: Mapped[str] = mapped_column(String(32), default="0")
+    callback_url: Mapped[str] = mapped_column(Text, default="")
+
+    createtime: Mapped[float] = mapped_column(Float)
+    accepttime: Mapped[float | None] = mapped_column(Float)
+    preprocessstarttime: Mapped[float | None] = mapped_column(Float)
+    preprocessendtime: Mapped[float | None] = mapped_column(Float)
+    assigntime: Mapped[float | None] = mapped_column(Float)
+    starttime: Mapped[float | None] = mapped_column(Float)
+    endtime: Mapped[float | None] = mapped_column(Float)
+    postprocessstarttime: Mapped[float | None] = mapped_column(Float)
+    postprocessendtime: Mapped[float | None] = mapped_column(Float)
+    canceltime: Mapped[float | None] = mapped_column(Float)
+
+    # Claim bookkeeping: which worker holds it, until when, and how often it was taken.
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    kill_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    files_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    outputs: Mapped[list[TaskOutput]] = relationship(
+        back_populates="task", order_by="TaskOutput.position", lazy="selectin"
+    )
+
+
+class TaskEvent(Base):
+    """Every state change and progress report, in order: the WebSocket replays these."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_events_task", "task_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    message: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TaskOutput(Base):
+    __tablename__ = "task_outputs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    accesskey: Mapped[str] = mapped_column(String(64), unique=True)
+    storage_key: Mapped[str] = mapped_column(String(500))
+    added_at: Mapped[float] = mapped_column(Float)
+
+    task: Mapped[Task] = relationship(back_populates="outputs")
+
+
+class CallbackDelivery(Base):
+    """One callback to send for a terminal task; attempts are kept one row each."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    msg_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed | refused
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, index=True)
+    locked_until: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class CallbackAttempt(Base):
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("callback_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

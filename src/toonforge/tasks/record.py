@@ -1,0 +1,110 @@
+"""The TASK record as the API shows it: every number a string, times as unix seconds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from toonforge.catalog import Manifest
+from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.models import CallbackDelivery, Task, TaskOutput
+from toonforge.tasks.store import elapsed_seconds
+
+_TIME_FIELDS = (
+    "starttime",
+    "endtime",
+    "createtime",
+    "canceltime",
+    "assigntime",
+    "accepttime",
+    "preprocessstarttime",
+    "preprocessendtime",
+    "postprocessstarttime",
+    "postprocessendtime",
+)
+
+
+def _ts(value: float | None) -> str:
+    return "0" if value is None else str(int(value))
+
+
+def output_url(public_url: str, out: TaskOutput) -> str:
+    return f"{public_url}/v1/File/{out.accesskey}/{out.name}"
+
+
+def output_record(task: Task, out: TaskOutput, public_url: str) -> dict[str, Any]:
+    return {
+        "id": out.id,
+        "name": out.name,
+        "contenttype": out.content_type,
+        "parentid": task.uuid.replace("-", ""),
+        "uuid": task.uuid,
+        "size": str(out.size),
+        "addedtime": _ts(out.added_at),
+        "modifiedtime": _ts(out.added_at),
+        "accesskey": out.accesskey,
+        "url": output_url(public_url, out),
+    }
+
+
+def outputs_list(task: Task, public_url: str) -> list[dict[str, Any]]:
+    if task.files_deleted:
+        return []
+    return [output_record(task, out, public_url) for out in task.outputs]
+
+
+def task_record(
+    task: Task,
+    *,
+    public_url: str,
+    manifest: Manifest | None,
+    deliveries: list[CallbackDelivery] | None = None,
+) -> dict[str, Any]:
+    outputs = outputs_list(task, public_url)
+    elapsed = elapsed_seconds(task) if task.starttime else 0.0
+    owner, _, slug = task.tool_key.partition("/")
+    record: dict[str, Any] = {
+        "id": str(task.id),
+        "uuid": task.uuid,
+        "name": "",
+        "socketaccesstoken": task.socket_token,
+        "parameters": task.parameters,
+        "debugoutput": task.debugoutput,
+        "debugerror": task.debugerror,
+        "elapsedseconds": f"{elapsed:.4f}",
+        "status": task.status,
+        "cps": task.cps,
+        "totalcost": task.totalcost,
+        "guestid": None,
+        "projectid": str(task.project_id),
+        "modelid": task.model_id,
+        "modelslugowner": owner,
+        "modelslugproject": slug,
+        "modeldescription": manifest.description if manifest else "",
+        "description": "",
+        "basemodelid": "0",
+        "runtype": "model",
+        "callbackurl": task.callback_url,
+        "pexit": task.pexit,
+        "categories": json.dumps(manifest.categories if manifest else []),
+        "outputs": outputs,
+        "size": str(sum(int(o["size"]) for o in outputs)),
+    }
+    for field in _TIME_FIELDS:
+        record[field] = _ts(getattr(task, field))
+    if deliveries is not None:
+        record["callbacks"] = [delivery_record(d) for d in deliveries]
+    return record
+
+
+def delivery_record(d: CallbackDelivery) -> dict[str, Any]:
+    return {
+        "url": d.url,
+        "state": d.state,
+        "attempts": str(d.attempts),
+        "lasterror": d.last_error,
+    }
+
+
+def is_terminal(task: Task) -> bool:
+    return lc.is_terminal(task.status)

@@ -1,0 +1,1 @@
+"""The worker process: claim → run → outputs → events; heartbeat, kill, lease recovery."""

@@ -1,0 +1,89 @@
+"""The worker loop: claim the oldest task this worker can serve, run it, repeat.
+
+A SIGTERM stops claiming and hands the current task back (its lease is ended so the next
+worker takes it at once); a SIGKILL loses nothing either: the lease runs out and the task
+is taken again, up to `max_attempts` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+from toonforge.services import Services
+from toonforge.tasks.store import claim, reap
+from toonforge.worker.runner import Engine, TaskRunner
+
+log = logging.getLogger("toonforge.worker")
+
+REAP_EVERY_SECONDS = 1.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(self, services: Services, engine: Engine, worker_id: str | None = None) -> None:
+        self.services = services
+        self.engine = engine
+        self.worker_id = worker_id or new_worker_id()
+        self.stopping = threading.Event()
+        self.runner = TaskRunner(services, engine, self.worker_id, shutdown=self.stopping)
+        self._last_reap = 0.0
+
+    def tool_keys(self) -> list[str]:
+        return [m.key for m in self.services.catalog if m.engine_ready]
+
+    def run_once(self) -> bool:
+        """Claim and run one task; false when there was none."""
+        settings = self.services.settings
+        if time.monotonic() - self._last_reap > REAP_EVERY_SECONDS:
+            self._last_reap = time.monotonic()
+            with self.services.sessions() as session:
+                ended = reap(session, max_attempts=settings.max_attempts)
+                session.commit()
+            for task_id in ended:
+                log.warning("task %s ended: its worker was lost", task_id)
+        with self.services.sessions() as session:
+            task = claim(
+                session,
+                worker_id=self.worker_id,
+                tool_keys=self.tool_keys(),
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+            )
+            session.commit()
+        if task is None:
+            return False
+        log.info("task %s (%s) claimed by %s", task.id, task.tool_key, self.worker_id)
+        self.runner.run(task.id)
+        return True
+
+    def run_forever(self) -> None:
+        log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
+        while not self.stopping.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # the database may be restarting: wait and go on
+                log.exception("worker loop error")
+                worked = False
+                self.stopping.wait(1.0)
+            if not worked:
+                self.stopping.wait(self.services.settings.worker_poll_seconds)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    def handle(signum: int, _frame: object) -> None:
+        # Only a flag here: the main thread interrupts the generation between two steps and
+        # hands the task back (a handler must not touch the database mid-transaction).
+        log.info("worker %s: signal %d, stopping", worker.worker_id, signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,250 @@
+"""Running one claimed task through its lifecycle.
+
+Every write goes through `held_by`, which checks this worker still holds the task: a worker
+whose lease ran out (and whose task another worker took) stops writing instead of racing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from toonforge.catalog import Manifest
+from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
+from toonforge.services import Services
+from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.models import Task
+from toonforge.tasks.store import (
+    NewOutput,
+    add_event,
+    advance,
+    attach_outputs,
+    elapsed_seconds,
+    enqueue_callback,
+    extend_lease,
+    fail_task,
+    held_by,
+    total_cost,
+)
+from toonforge.worker.progress import ProgressMeter
+
+log = logging.getLogger("toonforge.worker")
+
+
+class TaskLost(Exception):  # noqa: N818 - a state, not a bug
+    """This worker no longer holds the task (lease expired and it was taken again)."""
+
+
+class Engine:
+    """What the runner needs of an engine runtime (toonforge.engine.runtime.EngineRuntime)."""
+
+    def prepare(self, manifest: Manifest) -> dict[str, Any]: ...
+    def generate(
+        self,
+        manifest: Manifest,
+        params: dict[str, Any],
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerationResult: ...
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        services: Services,
+        engine: Engine,
+        worker_id: str,
+        shutdown: threading.Event | None = None,
+    ) -> None:
+        self.services = services
+        self.engine = engine
+        self.worker_id = worker_id
+        # Set when the worker is asked to stop: the task in hand goes back to the queue.
+        self.shutdown = shutdown or threading.Event()
+
+    # -- small transactions --------------------------------------------------------------------
+
+    def _tx(self, task_id: int, fn: Callable[[Any, Task], Any]) -> Any:
+        with self.services.sessions() as session:
+            task = held_by(session, task_id, self.worker_id)
+            if task is None:
+                session.rollback()
+                raise TaskLost(task_id)
+            result = fn(session, task)
+            session.commit()
+            return result
+
+    def _advance(self, task_id: int, *statuses: str) -> bool:
+        """Walk statuses in order; returns the kill flag as read in the same transaction."""
+
+        def step(session: Any, task: Task) -> bool:
+            for status in statuses:
+                advance(session, task, status)
+            return task.kill_requested
+
+        return bool(self._tx(task_id, step))
+
+    # -- the lifecycle ------------------------------------------------------------------------
+
+    def run(self, task_id: int) -> None:
+        stop = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(task_id, stop), name=f"heartbeat-{task_id}", daemon=True
+        )
+        heartbeat.start()
+        try:
+            self._run(task_id, stop)
+        except TaskLost:
+            log.warning("task %s: lease lost, another worker has it; stopping", task_id)
+        finally:
+            stop.set()
+            heartbeat.join(timeout=5)
+
+    def _heartbeat(self, task_id: int, stop: threading.Event) -> None:
+        settings = self.services.settings
+        while not stop.wait(settings.heartbeat_seconds):
+            try:
+                with self.services.sessions() as session:
+                    still = extend_lease(session, task_id, self.worker_id, settings.lease_seconds)
+                    session.commit()
+                if not still:
+                    return
+            except Exception:  # a database blip: the next beat tries again
+                log.exception("heartbeat for task %s failed", task_id)
+
+    def _run(self, task_id: int, stop: threading.Event) -> None:
+        with self.services.sessions() as session:
+            task = held_by(session, task_id, self.worker_id)
+            if task is None:
+                return
+            if task.attempts > 1:
+                add_event(
+                    session, task.id, lc.ERROR,
+                    f"taken again after a worker was lost (attempt {task.attempts})",
+                )
+            manifest = self.services.catalog.by_key(task.tool_key)
+            params = dict(task.parameters)
+            session.commit()
+        killed = self._advance(task_id, lc.ACCEPT, lc.PREPROCESS_START)
+        if manifest is None:
+            self._fail(task_id, f"tool {task.tool_key} is not in this worker's catalog")
+            return
+        killed = self._advance(task_id, lc.PREPROCESS_END, lc.ASSIGN) or killed
+        if killed:
+            self._cancel(task_id)
+            return
+        try:
+            info = self.engine.prepare(manifest)
+        except ModelError as exc:
+            self._fail(task_id, str(exc))
+            return
+        except Exception as exc:
+            log.exception("task %s: loading %s failed", task_id, manifest.key)
+            self._fail(task_id, f"loading the model failed: {type(exc).__name__}: {exc}")
+            return
+        if self.shutdown.is_set():
+            self._release(task_id)
+            return
+        if self._advance(task_id, lc.START):
+            self._cancel(task_id)
+            return
+
+        meter = ProgressMeter()
+        kill_seen = threading.Event()
+
+        def on_step(step: int, total: int) -> None:
+            def write(session: Any, task: Task) -> None:
+                add_event(session, task.id, lc.OUTPUT, meter.message(step, total))
+                task.status = lc.OUTPUT
+                if task.kill_requested:
+                    kill_seen.set()
+
+            self._tx(task_id, write)
+
+        try:
+            result = self.engine.generate(
+                manifest, params, on_step, lambda: kill_seen.is_set() or self.shutdown.is_set()
+            )
+        except TaskLost:
+            raise
+        except GenerationInterrupted:
+            if kill_seen.is_set():
+                self._cancel(task_id)
+            else:
+                self._release(task_id)
+            return
+        except ModelError as exc:
+            self._fail(task_id, str(exc))
+            return
+        except Exception as exc:
+            log.exception("task %s: generation failed", task_id)
+            self._fail(task_id, f"generation failed: {type(exc).__name__}: {exc}")
+            return
+        self._finish(task_id, manifest, result, info)
+
+    def _finish(
+        self, task_id: int, manifest: Manifest, result: GenerationResult, info: dict[str, Any]
+    ) -> None:
+        debug = json.dumps({**info, **result.info}, default=str)
+
+        def end(session: Any, task: Task) -> str:
+            advance(session, task, lc.OUTPUT_FULL, debug)
+            advance(session, task, lc.END)
+            advance(session, task, lc.POSTPROCESS_START)
+            task.debugoutput = debug
+            return task.uuid
+
+        task_uuid = self._tx(task_id, end)
+        outputs = []
+        for f in result.files:
+            key = f"{task_uuid}/{f.name}"
+            size = self.services.storage.put(key, f.data)
+            outputs.append(NewOutput(f.name, f.content_type, size, key))
+
+        def close(session: Any, task: Task) -> None:
+            attach_outputs(session, task, outputs)
+            task.pexit = "0"
+            task.totalcost = total_cost(task.cps, elapsed_seconds(task))
+            task.lease_expires_at = None
+            session.flush()
+            advance(session, task, lc.POSTPROCESS_END)
+            enqueue_callback(session, task)
+
+        self._tx(task_id, close)
+        log.info("task %s: done, %d file(s)", task_id, len(outputs))
+
+    def _fail(self, task_id: int, error: str) -> None:
+        log.warning("task %s failed: %s", task_id, error)
+
+        def write(session: Any, task: Task) -> None:
+            fail_task(session, task, error)
+            enqueue_callback(session, task)
+
+        self._tx(task_id, write)
+
+    def _release(self, task_id: int) -> None:
+        """Give the task back (worker shutting down): another worker takes it at once."""
+
+        def write(session: Any, task: Task) -> None:
+            add_event(session, task.id, lc.ERROR, "worker shutting down; task handed back")
+            task.lease_expires_at = 0.0
+            task.attempts = max(0, task.attempts - 1)
+            task.worker_id = None
+
+        self._tx(task_id, write)
+        log.info("task %s: handed back to the queue", task_id)
+
+    def _cancel(self, task_id: int) -> None:
+        def write(session: Any, task: Task) -> None:
+            advance(session, task, lc.CANCEL)
+            task.pexit = "1"
+            task.totalcost = "0"
+            task.debugerror = (task.debugerror + "\nTask was killed on request.").strip()
+            task.lease_expires_at = None
+            enqueue_callback(session, task)
+
+        self._tx(task_id, write)
+        log.info("task %s: killed", task_id)
