@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     # Offline mode: every tool runs on tiny stand-in weights that toonforge builds itself.
     tiny: bool = False
+    # Where the tiny stand-ins are built (default: DATA_DIR/tiny-models); servers that share
+    # it build them once.
+    tiny_dir: Path | None = None
     # Folders of extra tool manifests (YAML), besides the built-in ones.
     extra_tools_dirs: list[Path] = Field(default_factory=list)
     # Where real weights live (single files, LoRAs, embeddings, diffusers folders).
@@ -61,7 +64,7 @@ class Settings(BaseSettings):
 
     @property
     def tiny_models_dir(self) -> Path:
-        return self.data_dir / "tiny-models"
+        return self.tiny_dir or (self.data_dir / "tiny-models")
 
     @property
     def storage_dir(self) -> Path:

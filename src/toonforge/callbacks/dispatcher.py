@@ -114,13 +114,12 @@ class CallbackDispatcher:
             if result.ok:
                 delivery.state = "delivered"
             elif not result.retryable:
-                delivery.state = "refused" if result.status_code is None else "failed"
+                delivery.state = "refused" if result.refused else "failed"
             elif attempt_no >= settings.callback_max_attempts:
                 delivery.state = "failed"
             else:
-                delivery.next_attempt_at = time.time() + backoff_seconds(
-                    attempt_no, settings.callback_backoff_seconds
-                )
+                wait = backoff_seconds(attempt_no, settings.callback_backoff_seconds)
+                delivery.next_attempt_at = time.time() + max(wait, result.retry_after or 0.0)
             session.commit()
             log.info(
                 "callback for task %s attempt %d: %s %s",
@@ -134,19 +133,30 @@ class CallbackDispatcher:
         settings = self.services.settings
         if urlsplit(url).scheme not in ("http", "https"):
             return AttemptResult(
-                ok=False, status_code=None, retryable=False, duration_ms=0,
+                ok=False, status_code=None, retryable=False, duration_ms=0, refused=True,
                 error=f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}",
+            )
+        if project is None:
+            return AttemptResult(
+                ok=False, status_code=None, retryable=False, duration_ms=0, refused=True,
+                error="the task's project no longer exists; nothing was sent",
             )
         try:
             return send_once(
                 url,
                 body,
-                secret=project.webhook_secret if project else "",
+                secret=project.webhook_secret,
                 msg_id=msg_id,
                 timeout=settings.callback_timeout_seconds,
                 allow_private=settings.callback_allow_private,
             )
         except CallbackRefused as exc:
             return AttemptResult(
-                ok=False, status_code=None, retryable=False, duration_ms=0, error=str(exc)
+                ok=False, status_code=None, retryable=exc.retryable, duration_ms=0,
+                error=str(exc), refused=not exc.retryable,
+            )
+        except ValueError as exc:  # a malformed secret or id: retrying cannot help
+            return AttemptResult(
+                ok=False, status_code=None, retryable=False, duration_ms=0, error=str(exc),
+                refused=True,
             )

@@ -1,0 +1,90 @@
+"""Workers that die, servers that restart: nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from support import Client
+
+CARTOON = "futurist/CartoonMix%20v1.0"
+SMALL = {"prompt": "a cat", "negativePrompt": "", "samples": 1, "steps": 3, "width": 64,
+         "height": 64, "seed": "5"}
+MEDIUM = {**SMALL, "steps": 40, "width": 256, "height": 256}
+FAST_LEASE = {"TOONFORGE_LEASE_SECONDS": "2", "TOONFORGE_HEARTBEAT_SECONDS": "0.5"}
+
+
+def kill_hard(proc: Any) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_sigkilled_worker_loses_nothing(make_server: Any) -> None:
+    srv = make_server(workers=0, **FAST_LEASE)
+    srv.start()
+    c = Client(srv.url, srv.keys)
+    first = srv.spawn_worker()
+    data = c.run(CARTOON, MEDIUM)
+    c.wait(data["taskid"], until=("task_output",), timeout=120)
+    kill_hard(first)
+    second = srv.spawn_worker()
+    try:
+        task = c.wait(data["taskid"], timeout=240)
+        assert task["status"] == "task_postprocess_end" and task["pexit"] == "0", task
+        assert [o["name"] for o in task["outputs"]] == ["0.png"]
+    finally:
+        second.terminate()
+        second.wait(30)
+
+
+def test_task_lost_too_often_ends_with_a_clear_error(make_server: Any) -> None:
+    srv = make_server(workers=0, TOONFORGE_MAX_ATTEMPTS="1", **FAST_LEASE)
+    srv.start()
+    c = Client(srv.url, srv.keys)
+    first = srv.spawn_worker()
+    data = c.run(CARTOON, MEDIUM)
+    c.wait(data["taskid"], until=("task_output",), timeout=120)
+    kill_hard(first)
+    second = srv.spawn_worker()
+    try:
+        task = c.wait(data["taskid"], timeout=120)
+        assert task["status"] == "task_postprocess_end"
+        assert task["pexit"] == "1"
+        assert "stopped responding" in task["debugerror"]
+        # The second worker is alive and serves new work.
+        assert c.wait(c.run(CARTOON, SMALL)["taskid"])["pexit"] == "0"
+    finally:
+        second.terminate()
+        second.wait(30)
+
+
+def test_server_restarted_with_a_queue_finishes_it(make_server: Any) -> None:
+    srv = make_server(workers=0)
+    srv.start()
+    c = Client(srv.url, srv.keys)
+    ids = [c.run(CARTOON, {**SMALL, "seed": str(i)})["taskid"] for i in range(3)]
+    srv.stop()
+    srv.env["TOONFORGE_WORKERS"] = "1"
+    srv.start()
+    for taskid in ids:
+        task = c.wait(taskid, timeout=180)
+        assert task["pexit"] == "0", task
+
+
+def test_sigterm_hands_the_running_task_back(make_server: Any) -> None:
+    srv = make_server(workers=0, **FAST_LEASE)
+    srv.start()
+    c = Client(srv.url, srv.keys)
+    first = srv.spawn_worker()
+    data = c.run(CARTOON, MEDIUM)
+    c.wait(data["taskid"], until=("task_output",), timeout=120)
+    first.terminate()
+    assert first.wait(60) == 0
+    second = srv.spawn_worker()
+    try:
+        task = c.wait(data["taskid"], timeout=240)
+        assert task["pexit"] == "0", task
+    finally:
+        second.terminate()
+        second.wait(30)
