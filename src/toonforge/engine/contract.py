@@ -26,7 +26,8 @@ class WeightsMissing(ModelError):
     says how to provide it."""
 
 
-class GenerationInterrupted(Exception):  # noqa: N818 - it is a normal outcome, not an error
+# Named as an outcome rather than `...Error`: being stopped is a normal end of a task.
+class GenerationInterrupted(Exception):
     """Raised by an engine when `should_stop()` turned true during generation."""
 
 

@@ -1,0 +1,293 @@
+"""Stable Diffusion 1.5 family: single-file checkpoints (CartoonMix and kin) on diffusers.
+
+Load once with `StableDiffusionPipeline.from_single_file` (or `from_pretrained` for a
+diffusers-layout base), keep it, and per request swap the scheduler, encode the prompts
+ourselves (see `prompt_embeds`), run the pipeline to latents and decode one image at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+
+from toonforge.catalog.manifest import Manifest
+from toonforge.engine.contract import (
+    GeneratedFile,
+    GenerationInterrupted,
+    GenerationResult,
+    ModelError,
+    StepCallback,
+    StopCheck,
+)
+from toonforge.engine.png import a1111_parameters, png_bytes
+from toonforge.engine.pool import module_bytes
+from toonforge.engine.prompt_embeds import encode_prompts, textual_inversion_ids
+from toonforge.engine.schedulers import make_scheduler
+from toonforge.engine.weights import ResolvedWeights
+
+logger = logging.getLogger("toonforge.engine")
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
+# Errors diffusers and safetensors raise for unreadable or mismatched weight files.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+
+
+@dataclass
+class Sd15Model:
+    pipe: Any  # StableDiffusionPipeline
+    weights: ResolvedWeights
+    device: torch.device
+    dtype: torch.dtype
+    # The checkpoint's own scheduler config: every request's scheduler is built from it, not
+    # from whatever the previous request left on the pipeline.
+    scheduler_config: dict[str, Any]
+    embedding_ids: dict[int, list[int]] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        p = self.pipe
+        return module_bytes(p.unet, p.vae, p.text_encoder)
+
+    def describe(self) -> dict[str, Any]:
+        w = self.weights
+        return {
+            "family": "sd15",
+            "tiny": w.tiny,
+            "loaded_from": str(w.checkpoint or w.base_dir),
+            "config_from": str(w.base_dir),
+            "embeddings": [token for token, _ in w.embeddings],
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def load_sd15(weights: ResolvedWeights, device: torch.device, dtype: torch.dtype) -> Sd15Model:
+    from diffusers import StableDiffusionPipeline
+
+    started = time.monotonic()
+    common: dict[str, Any] = {
+        "torch_dtype": dtype,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+        "local_files_only": True,
+    }
+    source = weights.checkpoint or weights.base_dir
+    try:
+        if weights.checkpoint is not None:
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(weights.checkpoint), config=str(weights.base_dir), **common
+            )
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(str(weights.base_dir), **common)
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load SD1.5 weights from {source}: {exc}") from exc
+    for token, path in weights.embeddings:
+        try:
+            pipe.load_textual_inversion(str(path), token=token)
+        except _LOAD_ERRORS as exc:
+            message = f"could not load textual inversion {token!r} from {path}: {exc}"
+            raise ModelError(message) from exc
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    tokens = [token for token, _ in weights.embeddings]
+    logger.debug("SD1.5 pipeline from %s with embeddings %s", source, tokens)
+    return Sd15Model(
+        pipe=pipe,
+        weights=weights,
+        device=device,
+        dtype=dtype,
+        scheduler_config=dict(pipe.scheduler.config),
+        embedding_ids=textual_inversion_ids(pipe.tokenizer, tokens),
+        load_seconds=time.monotonic() - started,
+    )
+
+
+def _param(params: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in params:
+        raise ModelError(f"{name}: missing parameter")
+    value = params[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and value is None:
+        value = ""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+@dataclass
+class _Request:
+    prompt: str
+    negative_prompt: str
+    samples: int
+    steps: int
+    scale: float
+    seed: int
+    clip_skip: int
+    width: int
+    height: int
+    scheduler: str
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> _Request:
+        req = cls(
+            prompt=_param(params, "prompt", str),
+            negative_prompt=_param(params, "negativePrompt", str),
+            samples=_param(params, "samples", int),
+            steps=_param(params, "steps", int),
+            scale=_param(params, "scale", float),
+            seed=_param(params, "seed", int),
+            clip_skip=_param(params, "clipSkip", int),
+            width=_param(params, "width", int),
+            height=_param(params, "height", int),
+            scheduler=_param(params, "scheduler", str),
+        )
+        for name, value in (("samples", req.samples), ("steps", req.steps)):
+            if value < 1:
+                raise ModelError(f"{name} must be at least 1, got {value}")
+        for name, value in (("width", req.width), ("height", req.height)):
+            # The VAE downsamples by 8: other sizes fail deep in the UNet.
+            if value < 8 or value % 8:
+                raise ModelError(f"{name} must be a positive multiple of 8, got {value}")
+        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
+            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
+        return req
+
+
+def generate_sd15(
+    model: Sd15Model,
+    manifest: Manifest,
+    params: dict[str, Any],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    req = _Request.from_params(params)
+    pipe = model.pipe
+    started = time.monotonic()
+    pipe.scheduler = make_scheduler(req.scheduler, model.scheduler_config)
+    embeds = encode_prompts(
+        pipe.tokenizer,
+        pipe.text_encoder,
+        req.prompt,
+        req.negative_prompt,
+        req.clip_skip,
+        model.embedding_ids,
+    )
+    seeds = [req.seed + i for i in range(req.samples)]
+    # One CPU generator per sample: image i depends only on seed + i, so it can be
+    # reproduced alone with samples=1, and CPU noise is the same on every device.
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    state: dict[str, Any] = {"interrupted": False, "callback_error": None}
+
+    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # A failing callback must surface as itself, not as a model error: record it and
+        # stop between steps.
+        try:
+            on_step(step + 1, p.num_timesteps)
+            if should_stop():
+                state["interrupted"] = True
+        except Exception as exc:
+            state["callback_error"] = exc
+        if state["interrupted"] or state["callback_error"] is not None:
+            p._interrupt = True
+        return kwargs
+
+    with _model_errors(req):
+        latents = pipe(
+            prompt_embeds=embeds.positive.to(model.dtype),
+            negative_prompt_embeds=embeds.negative.to(model.dtype),
+            num_images_per_prompt=req.samples,
+            num_inference_steps=req.steps,
+            guidance_scale=req.scale,
+            width=req.width,
+            height=req.height,
+            generator=generators,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
+    if state["callback_error"] is not None:
+        raise state["callback_error"]
+    if state["interrupted"]:
+        # Stopped before decoding: a killed task should free the worker at once.
+        raise GenerationInterrupted("generation was stopped between steps")
+    with _model_errors(req):
+        images = [_decode(pipe, latents[i : i + 1]) for i in range(req.samples)]
+
+    tiny = model.weights.tiny
+    files = []
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+        text = {
+            "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt,
+            "seed": seed,
+            "steps": req.steps,
+            "scale": req.scale,
+            "clip_skip": req.clip_skip,
+            "scheduler": req.scheduler,
+            "model": manifest.key,
+            "parameters": a1111_parameters(
+                req.prompt,
+                req.negative_prompt,
+                steps=req.steps,
+                sampler=req.scheduler,
+                scale=req.scale,
+                seed=seed,
+                width=req.width,
+                height=req.height,
+                clip_skip=req.clip_skip,
+                model=manifest.key,
+            ),
+            "toonforge-tiny": "true" if tiny else None,
+        }
+        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+    info = {
+        **model.describe(),
+        "seed": req.seed,
+        "seeds": seeds,
+        "scheduler": req.scheduler,
+        "steps": req.steps,
+        "scale": req.scale,
+        "clipSkip": req.clip_skip,
+        "width": req.width,
+        "height": req.height,
+        "samples": req.samples,
+        "prompt_chunks": embeds.chunks,
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+    return GenerationResult(files=files, info=info)
+
+
+@contextmanager
+def _model_errors(req: _Request) -> Iterator[None]:
+    """Turn what torch and diffusers raise mid-generation into a task-level ModelError."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(
+            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
+            "lower samples, width or height"
+        ) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"SD1.5 generation failed: {exc}") from exc
+
+
+def _decode(pipe: Any, latents: torch.Tensor) -> Any:
+    """One sample at a time: the VAE at full resolution is the memory peak of SD1.5."""
+    vae = pipe.vae
+    with torch.no_grad():
+        pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+
+
+# The interface `runtime` dispatches to.
+load = load_sd15
+generate = generate_sd15
