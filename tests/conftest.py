@@ -64,7 +64,9 @@ def database_factory() -> Iterator[Any]:
         next(gen, None)
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

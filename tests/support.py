@@ -54,13 +54,19 @@ def create_keys(env: dict[str, str], mode: str = "signature", **opts: str) -> di
 class Server:
     """`toonforge serve` in a subprocess, exactly as a user starts it."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, workers: int = 1,
-                 **extra_env: str) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, workers: int = 1, **extra_env: str
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = base_env(data_dir, database_url, TOONFORGE_PORT=str(self.port),
-                            TOONFORGE_WORKERS=str(workers), **extra_env)
+        self.env = base_env(
+            data_dir,
+            database_url,
+            TOONFORGE_PORT=str(self.port),
+            TOONFORGE_WORKERS=str(workers),
+            **extra_env,
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"serve-{self.port}.log"
 
@@ -68,7 +74,10 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "toonforge", "serve"], env=self.env, stdout=log, stderr=log,
+            [sys.executable, "-m", "toonforge", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
         deadline = time.monotonic() + 120
@@ -97,8 +106,11 @@ class Server:
     def spawn_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         log = self.log_path.open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "toonforge", "worker"], env={**self.env, **extra_env},
-            stdout=log, stderr=log, start_new_session=True,
+            [sys.executable, "-m", "toonforge", "worker"],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
 
 
@@ -134,8 +146,9 @@ class Client:
         assert data["result"] is True, data
         return dict(data["tasklist"][0])
 
-    def wait(self, taskid: str, timeout: float = 300,
-             until: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
+    def wait(
+        self, taskid: str, timeout: float = 300, until: tuple[str, ...] = TERMINAL
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task = self.detail(taskid)

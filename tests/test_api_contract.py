@@ -37,8 +37,9 @@ def test_missing_key_is_401(server: Server) -> None:
 
 
 def test_signature_project_without_signature_headers(client: Client) -> None:
-    r = client.http.post("/v1/Task/Detail", headers={"x-api-key": client.keys["apikey"]},
-                         json={"taskid": "1"})
+    r = client.http.post(
+        "/v1/Task/Detail", headers={"x-api-key": client.keys["apikey"]}, json={"taskid": "1"}
+    )
     assert r.status_code == 401
     assert envelope_error(r)[0]["message"] == (
         "Project requires signature authentication. x-signature and x-nonce headers are required."
@@ -76,8 +77,9 @@ def test_ip_allow_list(server: Server) -> None:
 
 def test_key_only_project(server: Server) -> None:
     keys = create_keys(server.env, mode="key")
-    r = httpx.post(server.url + "/v1/Task/Detail", headers={"x-api-key": keys["apikey"]},
-                   json={"taskid": "1"})
+    r = httpx.post(
+        server.url + "/v1/Task/Detail", headers={"x-api-key": keys["apikey"]}, json={"taskid": "1"}
+    )
     assert r.status_code == 200
     assert envelope_error(r) == [{"code": 1, "message": "There is no task yet."}]
 
@@ -87,8 +89,13 @@ def test_revoked_key(server: Server) -> None:
     import sys
 
     keys = create_keys(server.env)
-    subprocess.run([sys.executable, "-m", "toonforge", "keys", "revoke", keys["apikey"]],
-                   env=server.env, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "toonforge", "keys", "revoke", keys["apikey"]],
+        env=server.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     r = Client(server.url, keys).post("/v1/Task/Detail", {"taskid": "1"})
     assert r.status_code == 401
 
@@ -127,8 +134,9 @@ def test_tool_whose_engine_is_not_built(client: Client) -> None:
     errors = envelope_error(r)
     assert errors[0] == {"code": 1, "message": "tool-not-accessible"}
     assert "not built yet" in errors[1]["message"]
-    detail = client.post("/v1/Tool/Detail",
-                         {"slugowner": "retroAIx", "slugproject": "Retro-Cartoons"}).json()
+    detail = client.post(
+        "/v1/Tool/Detail", {"slugowner": "retroAIx", "slugproject": "Retro-Cartoons"}
+    ).json()
     assert detail["tool"][0]["engineready"] is False
     assert "not built yet" in detail["tool"][0]["enginenote"]
 
@@ -141,8 +149,9 @@ def _detail_params(client: Client, taskid: str) -> dict[str, Any]:
 
 
 def test_json_body(client: Client) -> None:
-    r = client.http.post("/v1/Run/" + CARTOON, json={**SMALL, "seed": "7"},
-                         headers=client.headers())
+    r = client.http.post(
+        "/v1/Run/" + CARTOON, json={**SMALL, "seed": "7"}, headers=client.headers()
+    )
     assert r.json()["result"] is True
     assert _detail_params(client, r.json()["taskid"])["seed"] == 7
 
@@ -156,8 +165,9 @@ def test_multipart_body(client: Client) -> None:
 
 
 def test_urlencoded_body(client: Client) -> None:
-    r = client.http.post("/v1/Run/" + CARTOON, data={**SMALL, "seed": "9"},
-                         headers=client.headers())
+    r = client.http.post(
+        "/v1/Run/" + CARTOON, data={**SMALL, "seed": "9"}, headers=client.headers()
+    )
     assert r.json()["result"] is True, r.text
     assert _detail_params(client, r.json()["taskid"])["width"] == 64
 
@@ -165,8 +175,9 @@ def test_urlencoded_body(client: Client) -> None:
 def test_json_text_under_multipart_header(client: Client) -> None:
     # Exactly what the seed pages' curl examples send.
     headers = {**client.headers(), "Content-Type": "multipart/form-data"}
-    r = client.http.post("/v1/Run/" + CARTOON, content=json.dumps({**SMALL, "steps": "3"}),
-                         headers=headers)
+    r = client.http.post(
+        "/v1/Run/" + CARTOON, content=json.dumps({**SMALL, "steps": "3"}), headers=headers
+    )
     assert r.json()["result"] is True, r.text
     assert _detail_params(client, r.json()["taskid"])["steps"] == 3
 
@@ -220,8 +231,9 @@ def test_every_violation_is_reported(client: Client) -> None:
 
 
 def test_defaults_and_string_numbers(client: Client) -> None:
-    data = client.run(CARTOON, {"steps": "2", "scale": "4", "width": "64", "height": "64",
-                                "samples": "1"})
+    data = client.run(
+        CARTOON, {"steps": "2", "scale": "4", "width": "64", "height": "64", "samples": "1"}
+    )
     params = _detail_params(client, data["taskid"])
     assert params["steps"] == 2 and params["scale"] == 4.0 and params["clipSkip"] == 4
     assert params["scheduler"] == "EulerDiscreteScheduler"
@@ -303,14 +315,31 @@ def test_tool_list_and_filters(client: Client) -> None:
 
 
 def test_tool_detail_carries_the_page(client: Client) -> None:
-    tool = client.post("/v1/Tool/Detail",
-                       {"slugowner": "futurist", "slugproject": "CartoonMix v1.0"}).json()["tool"][0]
+    tool = client.post(
+        "/v1/Tool/Detail", {"slugowner": "futurist", "slugproject": "CartoonMix v1.0"}
+    ).json()["tool"][0]
     names = [p["name"] for p in tool["parameters"]]
-    assert names == ["prompt", "negativePrompt", "samples", "steps", "scale", "seed", "clipSkip",
-                     "width", "height", "scheduler"]
+    assert names == [
+        "prompt",
+        "negativePrompt",
+        "samples",
+        "steps",
+        "scale",
+        "seed",
+        "clipSkip",
+        "width",
+        "height",
+        "scheduler",
+    ]
     scheduler = tool["parameters"][-1]
     assert [o["value"] for o in scheduler["options"]].count("EulerDiscreteScheduler") == 2
     assert len(tool["inspire"]) == 5
     assert tool["offlinemode"] is True and "OFFLINE MODE" in tool["offlinenote"]
-    assert tool["categories"] == ["model", "sd", "text-to-image", "checkpoint-file", "fp16",
-                                  "persistent"]
+    assert tool["categories"] == [
+        "model",
+        "sd",
+        "text-to-image",
+        "checkpoint-file",
+        "fp16",
+        "persistent",
+    ]

@@ -15,8 +15,15 @@ from standardwebhooks import Webhook
 from support import Client, Server, create_keys
 
 CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {"prompt": "a cat", "negativePrompt": "", "samples": 1, "steps": 2, "width": 64,
-         "height": 64, "seed": "3"}
+SMALL = {
+    "prompt": "a cat",
+    "negativePrompt": "",
+    "samples": 1,
+    "steps": 2,
+    "width": 64,
+    "height": 64,
+    "seed": "3",
+}
 
 
 class Receiver:

@@ -29,8 +29,15 @@ SEED_PAGE_REQUEST = {
     "callbackUrl": "You can provide a callback URL; Wiro will send a POST request to it when the "
     "task is completed.",
 }
-SMALL = {"prompt": "a cartoon cat", "negativePrompt": "", "samples": 1, "steps": 3,
-         "width": 64, "height": 64, "seed": "42"}
+SMALL = {
+    "prompt": "a cartoon cat",
+    "negativePrompt": "",
+    "samples": 1,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+    "seed": "42",
+}
 
 
 def images(task: dict[str, Any]) -> list[np.ndarray]:
@@ -65,8 +72,17 @@ def test_seed_page_request_runs_to_success(client: Client) -> None:
     )
     assert float(task["totalcost"]) > 0
     # Every lifecycle time is stamped, in order.
-    order = ["createtime", "accepttime", "preprocessstarttime", "preprocessendtime",
-             "assigntime", "starttime", "endtime", "postprocessstarttime", "postprocessendtime"]
+    order = [
+        "createtime",
+        "accepttime",
+        "preprocessstarttime",
+        "preprocessendtime",
+        "assigntime",
+        "starttime",
+        "endtime",
+        "postprocessstarttime",
+        "postprocessendtime",
+    ]
     stamps = [int(task[f]) for f in order]
     assert all(s > 0 for s in stamps) and stamps == sorted(stamps)
     # The offline mode is said in the outputs' metadata.
@@ -88,8 +104,14 @@ def test_same_seed_same_images_and_sample_i_is_seed_plus_i(client: Client) -> No
 
 @pytest.mark.parametrize(
     "scheduler",
-    ["DDIMScheduler", "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "PNDMScheduler",
-     "DDPMScheduler", "EulerAncestralDiscreteScheduler"],
+    [
+        "DDIMScheduler",
+        "LMSDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "PNDMScheduler",
+        "DDPMScheduler",
+        "EulerAncestralDiscreteScheduler",
+    ],
 )
 def test_each_scheduler_changes_the_image(client: Client, scheduler: str) -> None:
     base = images(run_ok(client, {**SMALL, "scheduler": "EulerDiscreteScheduler"}))[0]
@@ -105,8 +127,13 @@ def test_clip_skip_changes_the_image(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("prompt", "a dog in the rain"), ("negativePrompt", "blurry"), ("steps", 5),
-     ("scale", 9), ("seed", "43")],
+    [
+        ("prompt", "a dog in the rain"),
+        ("negativePrompt", "blurry"),
+        ("steps", 5),
+        ("scale", 9),
+        ("seed", "43"),
+    ],
 )
 def test_every_input_matters(client: Client, field: str, value: Any) -> None:
     base = images(run_ok(client, SMALL))[0]

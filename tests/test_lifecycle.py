@@ -12,13 +12,30 @@ from websockets.sync.client import connect
 from support import Client, Server
 
 CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {"prompt": "a cat", "negativePrompt": "", "samples": 1, "steps": 3, "width": 64,
-         "height": 64, "seed": "1"}
+SMALL = {
+    "prompt": "a cat",
+    "negativePrompt": "",
+    "samples": 1,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+    "seed": "1",
+}
 # Long enough on the tiny model to be caught mid-run.
 SLOW = {**SMALL, "steps": 150, "width": 256, "height": 256, "samples": 2}
-LIFECYCLE = ["task_queue", "task_accept", "task_preprocess_start", "task_preprocess_end",
-             "task_assign", "task_start", "task_output", "task_output_full", "task_end",
-             "task_postprocess_start", "task_postprocess_end"]
+LIFECYCLE = [
+    "task_queue",
+    "task_accept",
+    "task_preprocess_start",
+    "task_preprocess_end",
+    "task_assign",
+    "task_start",
+    "task_output",
+    "task_output_full",
+    "task_end",
+    "task_postprocess_start",
+    "task_postprocess_end",
+]
 
 
 def socket_frames(server: Server, token: str, timeout: float = 120) -> list[dict[str, Any]]:
@@ -54,8 +71,17 @@ def test_websocket_walks_every_status_in_order(server: Server, client: Client) -
     for p in progress:
         assert p["type"] == "progressGenerate" and p["task"] == "Generate"
         assert p["stepTotal"] == "4" and p["speedType"] in ("it/s", "s/it")
-        assert set(p) == {"type", "task", "percentage", "stepCurrent", "stepTotal", "speed",
-                          "speedType", "elapsedTime", "remainingTime"}
+        assert set(p) == {
+            "type",
+            "task",
+            "percentage",
+            "stepCurrent",
+            "stepTotal",
+            "speed",
+            "speedType",
+            "elapsedTime",
+            "remainingTime",
+        }
     outputs = frames[-1]["message"]
     assert [o["name"] for o in outputs] == ["0.png"]
 

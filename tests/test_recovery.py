@@ -9,8 +9,15 @@ from typing import Any
 from support import Client
 
 CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {"prompt": "a cat", "negativePrompt": "", "samples": 1, "steps": 3, "width": 64,
-         "height": 64, "seed": "5"}
+SMALL = {
+    "prompt": "a cat",
+    "negativePrompt": "",
+    "samples": 1,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+    "seed": "5",
+}
 MEDIUM = {**SMALL, "steps": 40, "width": 256, "height": 256}
 FAST_LEASE = {"TOONFORGE_LEASE_SECONDS": "2", "TOONFORGE_HEARTBEAT_SECONDS": "0.5"}
 

@@ -46,7 +46,9 @@ def authenticate(request: Request, session: Session, settings: Settings) -> Proj
         raise _unauthorized(NOT_FOUND)
     if project.auth_mode == "signature":
         nonce = request.headers.get("x-nonce", "").strip()
-        signature = request.headers.get("x-signature", "").strip().lower()
+        # The hosted pages' shell snippet sends openssl's whole line ("SHA2-256(stdin)= hex"
+        # on OpenSSL 3, "(stdin)= hex" before): the hex digest is what follows "= ".
+        signature = request.headers.get("x-signature", "").rsplit("= ", 1)[-1].strip().lower()
         if not nonce or not signature:
             raise _unauthorized(NEEDS_SIGNATURE)
         expected = signature_for(project.api_key, project.api_secret, nonce)

@@ -68,8 +68,12 @@ async def _follow(ws: WebSocket, services: Services, token: str) -> None:
     found = await run_in_threadpool(_snapshot, services, token)
     if found is None:
         await ws.send_json(
-            {"type": "task_info", "tasktoken": token, "result": False,
-             "message": "There is no task yet."}
+            {
+                "type": "task_info",
+                "tasktoken": token,
+                "result": False,
+                "message": "There is no task yet.",
+            }
         )
         return
     task, cursor = found
@@ -97,15 +101,21 @@ async def socket(ws: WebSocket) -> None:
             try:
                 msg = json.loads(raw)
             except ValueError:
-                await ws.send_json({"type": "error", "result": False,
-                                    "message": "Messages must be JSON objects."})
+                await ws.send_json(
+                    {"type": "error", "result": False, "message": "Messages must be JSON objects."}
+                )
                 continue
             token = ""
             if isinstance(msg, dict):
                 token = str(msg.get("tasktoken") or msg.get("socketaccesstoken") or "")
             if not token or msg.get("type") != "task_info":
-                await ws.send_json({"type": "error", "result": False,
-                                    "message": 'Send {"type": "task_info", "tasktoken": TOKEN}.'})
+                await ws.send_json(
+                    {
+                        "type": "error",
+                        "result": False,
+                        "message": 'Send {"type": "task_info", "tasktoken": TOKEN}.',
+                    }
+                )
                 continue
             await _follow(ws, services, token)
     except WebSocketDisconnect:

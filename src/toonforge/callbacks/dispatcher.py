@@ -123,22 +123,31 @@ class CallbackDispatcher:
             session.commit()
             log.info(
                 "callback for task %s attempt %d: %s %s",
-                task.id, attempt_no, delivery.state, result.error or result.status_code,
+                task.id,
+                attempt_no,
+                delivery.state,
+                result.error or result.status_code,
             )
         return True
 
-    def _send(
-        self, url: str, body: bytes, project: Project | None, msg_id: str
-    ) -> AttemptResult:
+    def _send(self, url: str, body: bytes, project: Project | None, msg_id: str) -> AttemptResult:
         settings = self.services.settings
         if urlsplit(url).scheme not in ("http", "https"):
             return AttemptResult(
-                ok=False, status_code=None, retryable=False, duration_ms=0, refused=True,
+                ok=False,
+                status_code=None,
+                retryable=False,
+                duration_ms=0,
+                refused=True,
                 error=f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}",
             )
         if project is None:
             return AttemptResult(
-                ok=False, status_code=None, retryable=False, duration_ms=0, refused=True,
+                ok=False,
+                status_code=None,
+                retryable=False,
+                duration_ms=0,
+                refused=True,
                 error="the task's project no longer exists; nothing was sent",
             )
         try:
@@ -152,11 +161,19 @@ class CallbackDispatcher:
             )
         except CallbackRefused as exc:
             return AttemptResult(
-                ok=False, status_code=None, retryable=exc.retryable, duration_ms=0,
-                error=str(exc), refused=not exc.retryable,
+                ok=False,
+                status_code=None,
+                retryable=exc.retryable,
+                duration_ms=0,
+                error=str(exc),
+                refused=not exc.retryable,
             )
         except ValueError as exc:  # a malformed secret or id: retrying cannot help
             return AttemptResult(
-                ok=False, status_code=None, retryable=False, duration_ms=0, error=str(exc),
+                ok=False,
+                status_code=None,
+                retryable=False,
+                duration_ms=0,
+                error=str(exc),
                 refused=True,
             )

@@ -118,7 +118,9 @@ def validate_inputs(manifest: Manifest, body: dict[str, Any]) -> dict[str, Any]:
         raw = body.get(spec.name)
         if _is_absent(spec, raw):
             if spec.required:
-                issues.append(ValidationIssue(spec.name, f"Request parameter [{spec.name}] required"))
+                issues.append(
+                    ValidationIssue(spec.name, f"Request parameter [{spec.name}] required")
+                )
                 continue
             raw = spec.default
         value: Any

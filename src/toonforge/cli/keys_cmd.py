@@ -16,11 +16,18 @@ from toonforge.tasks.projects import NewCredentials, create_project
 def print_credentials(creds: NewCredentials, *, as_json: bool = False) -> None:
     """Shown once, on the terminal only: nothing here goes through logging."""
     if as_json:
-        print(json.dumps({
-            "projectid": creds.project_id, "name": creds.name, "apikey": creds.api_key,
-            "apisecret": creds.api_secret, "mode": creds.auth_mode,
-            "webhooksecret": creds.webhook_secret,
-        }))
+        print(
+            json.dumps(
+                {
+                    "projectid": creds.project_id,
+                    "name": creds.name,
+                    "apikey": creds.api_key,
+                    "apisecret": creds.api_secret,
+                    "mode": creds.auth_mode,
+                    "webhooksecret": creds.webhook_secret,
+                }
+            )
+        )
         return
     print(f"project {creds.project_id} ({creds.name}), authentication: {creds.auth_mode}")
     print(f"  API key:        {creds.api_key}")

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="default")
     create.add_argument("--mode", choices=["signature", "key"], default="signature")
     create.add_argument("--allow-ip", default="*", help="comma separated IPs/CIDRs, * for all")
-    create.add_argument("--max-running", type=int, default=None,
-                        help="limit on unfinished tasks (0 = unlimited)")
+    create.add_argument(
+        "--max-running", type=int, default=None, help="limit on unfinished tasks (0 = unlimited)"
+    )
     create.add_argument("--json", action="store_true", help="print the credentials as JSON")
     create.set_defaults(func=keys_cmd.create)
     listing = keys_sub.add_parser("list", help="list projects (keys shown shortened)")

@@ -1,13 +1,140 @@
-"""`toonforge models status | pull` (filled in once the engine's weight resolver lands)."""
+"""`toonforge models status | pull`: what weights each tool needs, which are here, and
+downloading them (Hugging Face repositories through huggingface_hub's cache, direct URLs
+into the models folder)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from toonforge.catalog import Manifest
+from toonforge.catalog.weights_plan import Needed, needed_weights
+from toonforge.cli.common import settings_from_args
+from toonforge.services import build_services
+from toonforge.settings import Settings
+
+CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/*.txt"]
+
+
+def _file_path(settings: Settings, need: Needed) -> Path | None:
+    assert need.file is not None
+    local = settings.resolved_models_dir / need.file.file
+    if local.is_file():
+        return local
+    if need.file.repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(need.file.repo, need.file.file)
+        if isinstance(cached, str):
+            return Path(cached)
+    return None
+
+
+def _repo_path(settings: Settings, need: Needed) -> Path | None:
+    assert need.repo is not None
+    local = settings.resolved_models_dir / need.repo
+    if (local / "model_index.json").is_file() or (local / "config.json").is_file():
+        return local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(need.repo, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def locate(settings: Settings, need: Needed) -> Path | None:
+    return _file_path(settings, need) if need.file else _repo_path(settings, need)
+
+
+def _find(settings: Settings, name: str) -> Manifest:
+    services = build_services(settings, migrate=False)
+    owner, _, slug = name.partition("/")
+    manifest = services.catalog.find(owner, slug)
+    if manifest is None:
+        known = ", ".join(repr(m.key) for m in services.catalog)
+        raise SystemExit(f"toonforge: no tool {name!r}; known tools: {known}")
+    return manifest
 
 
 def status(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    settings = settings_from_args(args)
+    services = build_services(settings, migrate=False)
+    manifests = [_find(settings, args.tool)] if args.tool else list(services.catalog)
+    print(f"models folder: {settings.resolved_models_dir}")
+    if settings.tiny:
+        print("offline mode is on: tasks run on tiny stand-ins, whatever is listed here")
+    missing = 0
+    for m in manifests:
+        print(f"\n{m.key} ({m.backend.family}{'' if m.engine_ready else ', engine not built'})")
+        for need in needed_weights(m):
+            path = locate(settings, need)
+            missing += path is None
+            name = need.repo or (need.file.file if need.file else "")
+            state = f"present  {path}" if path else "MISSING"
+            print(f"  {need.what:<28} {name:<60} {state}")
+    return 1 if missing else 0
+
+
+def _download_url(url: str, target: Path) -> None:
+    import httpx
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+    headers = {}
+    token = os.environ.get("CIVITAI_TOKEN")
+    if token and "civitai.com" in url:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with (
+            httpx.stream("GET", url, follow_redirects=True, timeout=60, headers=headers) as r,
+            os.fdopen(fd, "wb") as fh,
+        ):
+            r.raise_for_status()
+            total = int(r.headers.get("content-length", 0)) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                for chunk in r.iter_bytes(1 << 20):
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def pull(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    settings = settings_from_args(args)
+    manifest = _find(settings, args.tool)
+    failed = 0
+    for need in needed_weights(manifest):
+        if locate(settings, need):
+            print(f"present: {need.what}")
+            continue
+        print(f"pulling {need.what} ...")
+        try:
+            if need.repo:
+                from huggingface_hub import snapshot_download
+
+                snapshot_download(
+                    need.repo, allow_patterns=CONFIG_PATTERNS if need.configs_only else None
+                )
+            elif need.file and need.file.repo:
+                from huggingface_hub import hf_hub_download
+
+                hf_hub_download(need.file.repo, need.file.file)
+            elif need.file and need.file.url:
+                _download_url(need.file.url, settings.resolved_models_dir / need.file.file)
+            else:
+                assert need.file is not None
+                failed += 1
+                print(
+                    f"  no public source is known for {need.file.file}: place it at "
+                    f"{settings.resolved_models_dir / need.file.file}. {need.file.note or ''}"
+                )
+        except Exception as exc:  # network and hub errors: say which file, go on with the rest
+            failed += 1
+            print(f"  could not download {need.what}: {exc}")
+    return 1 if failed else 0

@@ -54,7 +54,9 @@ class WorkerSupervisor:
         self._thread = threading.Thread(target=self._watch, name="workers", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "toonforge", "worker"], env=os.environ.copy())
+        return subprocess.Popen(
+            [sys.executable, "-m", "toonforge", "worker"], env=os.environ.copy()
+        )
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]

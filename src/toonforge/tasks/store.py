@@ -134,7 +134,11 @@ def request_kill(session: Session, task: Task) -> str | None:
 
 
 def claim(
-    session: Session, *, worker_id: str, tool_keys: Iterable[str], lease_seconds: float,
+    session: Session,
+    *,
+    worker_id: str,
+    tool_keys: Iterable[str],
+    lease_seconds: float,
     max_attempts: int,
 ) -> Task | None:
     """Take the oldest task this worker can serve: queued, or held by a worker whose lease
@@ -150,7 +154,8 @@ def claim(
             Task.kill_requested.is_(False),
             or_(
                 Task.status == lc.QUEUE,
-                (Task.status.in_(lc.RUNNING)) & (Task.lease_expires_at < t)
+                (Task.status.in_(lc.RUNNING))
+                & (Task.lease_expires_at < t)
                 & (Task.attempts < max_attempts),
             ),
         )
@@ -180,11 +185,13 @@ def reap(session: Session, *, max_attempts: int) -> list[int]:
     t = now()
     ended: list[int] = []
     stale = session.scalars(
-        select(Task).where(
+        select(Task)
+        .where(
             Task.status.in_(lc.RUNNING),
             Task.lease_expires_at < t,
             or_(Task.kill_requested.is_(True), Task.attempts >= max_attempts),
-        ).with_for_update(skip_locked=True)
+        )
+        .with_for_update(skip_locked=True)
     ).all()
     for task in stale:
         if task.kill_requested:
@@ -306,6 +313,9 @@ def events_after(session: Session, task_id: int, after_id: int) -> list[TaskEven
 
 
 def last_event_id(session: Session, task_id: int) -> int:
-    return session.scalar(
-        select(func.coalesce(func.max(TaskEvent.id), 0)).where(TaskEvent.task_id == task_id)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.coalesce(func.max(TaskEvent.id), 0)).where(TaskEvent.task_id == task_id)
+        )
+        or 0
+    )

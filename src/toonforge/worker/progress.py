@@ -24,5 +24,5 @@ class ProgressMeter:
             "speed": f"{speed:.2f}" if speed >= 1 else f"{1 / speed:.2f}",
             "speedType": "it/s" if speed >= 1 else "s/it",
             "elapsedTime": f"{int(elapsed)}s",
-            "remainingTime": f"{int(round(remaining))}s",
+            "remainingTime": f"{round(remaining)}s",
         }

@@ -34,7 +34,7 @@ from toonforge.worker.progress import ProgressMeter
 log = logging.getLogger("toonforge.worker")
 
 
-class TaskLost(Exception):  # noqa: N818 - a state, not a bug
+class TaskLost(Exception):
     """This worker no longer holds the task (lease expired and it was taken again)."""
 
 
@@ -122,7 +122,9 @@ class TaskRunner:
                 return
             if task.attempts > 1:
                 add_event(
-                    session, task.id, lc.ERROR,
+                    session,
+                    task.id,
+                    lc.ERROR,
                     f"taken again after a worker was lost (attempt {task.attempts})",
                 )
             manifest = self.services.catalog.by_key(task.tool_key)

@@ -1,0 +1,39 @@
+"""Which weights a tool needs, as a flat list (torch-free: used by `toonforge models`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toonforge.catalog.manifest import Manifest, WeightFile
+
+
+@dataclass(frozen=True)
+class Needed:
+    what: str  # "checkpoint", "embedding bad-hands-5", "repo configs", ...
+    file: WeightFile | None = None  # a single file
+    repo: str | None = None  # a whole diffusers-layout repository
+    configs_only: bool = False  # only configs and tokenizers of `repo` are needed
+
+
+def needed_weights(manifest: Manifest) -> list[Needed]:
+    b = manifest.backend
+    out: list[Needed] = []
+    if b.base_repo:
+        # A single-file checkpoint takes only configs and tokenizers from its base repo.
+        out.append(
+            Needed(
+                "base model" if not b.checkpoint else "base configs",
+                repo=b.base_repo,
+                configs_only=b.checkpoint is not None,
+            )
+        )
+    if b.checkpoint:
+        out.append(Needed("checkpoint", file=b.checkpoint))
+    if b.refiner_repo:
+        out.append(Needed("refiner", repo=b.refiner_repo))
+    if b.motion_adapter_repo:
+        out.append(Needed("motion adapter", repo=b.motion_adapter_repo))
+    out += [Needed(f"embedding {e.token}", file=e) for e in b.embeddings]
+    out += [Needed(f"LoRA {lora.name}", file=lora) for lora in b.loras]
+    out += [Needed(f"base model {m.id}", file=m.checkpoint) for m in b.base_models]
+    return out
