@@ -9,18 +9,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from support import Client, Server
+from support import CARTOON, SMALL, Client, Server
 
-CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {
-    "prompt": "a cat",
-    "negativePrompt": "",
-    "samples": 1,
-    "steps": 3,
-    "width": 64,
-    "height": 64,
-    "seed": "1",
-}
 # Long enough on the tiny model to be caught mid-run.
 SLOW = {**SMALL, "steps": 150, "width": 256, "height": 256, "samples": 2}
 LIFECYCLE = [

@@ -6,18 +6,8 @@ import os
 import signal
 from typing import Any
 
-from support import Client
+from support import CARTOON, SMALL, Client, Server
 
-CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {
-    "prompt": "a cat",
-    "negativePrompt": "",
-    "samples": 1,
-    "steps": 3,
-    "width": 64,
-    "height": 64,
-    "seed": "5",
-}
 MEDIUM = {**SMALL, "steps": 40, "width": 256, "height": 256}
 FAST_LEASE = {"TOONFORGE_LEASE_SECONDS": "2", "TOONFORGE_HEARTBEAT_SECONDS": "0.5"}
 
@@ -27,15 +17,19 @@ def kill_hard(proc: Any) -> None:
     proc.wait(30)
 
 
-def test_sigkilled_worker_loses_nothing(make_server: Any) -> None:
-    srv = make_server(workers=0, **FAST_LEASE)
+def run_and_kill_worker(srv: Server) -> tuple[Client, dict[str, Any], Any]:
+    """Start a task on a worker, SIGKILL that worker mid-run, start another one."""
     srv.start()
     c = Client(srv.url, srv.keys)
     first = srv.spawn_worker()
     data = c.run(CARTOON, MEDIUM)
     c.wait(data["taskid"], until=("task_output",), timeout=120)
     kill_hard(first)
-    second = srv.spawn_worker()
+    return c, data, srv.spawn_worker()
+
+
+def test_sigkilled_worker_loses_nothing(make_server: Any) -> None:
+    c, data, second = run_and_kill_worker(make_server(workers=0, **FAST_LEASE))
     try:
         task = c.wait(data["taskid"], timeout=240)
         assert task["status"] == "task_postprocess_end" and task["pexit"] == "0", task
@@ -46,14 +40,9 @@ def test_sigkilled_worker_loses_nothing(make_server: Any) -> None:
 
 
 def test_task_lost_too_often_ends_with_a_clear_error(make_server: Any) -> None:
-    srv = make_server(workers=0, TOONFORGE_MAX_ATTEMPTS="1", **FAST_LEASE)
-    srv.start()
-    c = Client(srv.url, srv.keys)
-    first = srv.spawn_worker()
-    data = c.run(CARTOON, MEDIUM)
-    c.wait(data["taskid"], until=("task_output",), timeout=120)
-    kill_hard(first)
-    second = srv.spawn_worker()
+    c, data, second = run_and_kill_worker(
+        make_server(workers=0, TOONFORGE_MAX_ATTEMPTS="1", **FAST_LEASE)
+    )
     try:
         task = c.wait(data["taskid"], timeout=120)
         assert task["status"] == "task_postprocess_end"

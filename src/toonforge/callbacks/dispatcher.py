@@ -133,23 +133,9 @@ class CallbackDispatcher:
     def _send(self, url: str, body: bytes, project: Project | None, msg_id: str) -> AttemptResult:
         settings = self.services.settings
         if urlsplit(url).scheme not in ("http", "https"):
-            return AttemptResult(
-                ok=False,
-                status_code=None,
-                retryable=False,
-                duration_ms=0,
-                refused=True,
-                error=f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}",
-            )
+            return _not_sent(f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}")
         if project is None:
-            return AttemptResult(
-                ok=False,
-                status_code=None,
-                retryable=False,
-                duration_ms=0,
-                refused=True,
-                error="the task's project no longer exists; nothing was sent",
-            )
+            return _not_sent("the task's project no longer exists; nothing was sent")
         try:
             return send_once(
                 url,
@@ -160,20 +146,17 @@ class CallbackDispatcher:
                 allow_private=settings.callback_allow_private,
             )
         except CallbackRefused as exc:
-            return AttemptResult(
-                ok=False,
-                status_code=None,
-                retryable=exc.retryable,
-                duration_ms=0,
-                error=str(exc),
-                refused=not exc.retryable,
-            )
+            return _not_sent(str(exc), retryable=exc.retryable)
         except ValueError as exc:  # a malformed secret or id: retrying cannot help
-            return AttemptResult(
-                ok=False,
-                status_code=None,
-                retryable=False,
-                duration_ms=0,
-                error=str(exc),
-                refused=True,
-            )
+            return _not_sent(str(exc))
+
+
+def _not_sent(error: str, *, retryable: bool = False) -> AttemptResult:
+    return AttemptResult(
+        ok=False,
+        status_code=None,
+        retryable=retryable,
+        duration_ms=0,
+        refused=not retryable,
+        error=error,
+    )
