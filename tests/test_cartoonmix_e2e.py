@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import httpx
@@ -165,3 +166,10 @@ def test_output_url_needs_its_access_key(client: Client, server: Server) -> None
     out = task["outputs"][0]
     wrong = out["url"].replace(out["accesskey"], "x" * 30)
     assert httpx.get(wrong).status_code == 404
+
+
+def test_pipeline_stays_loaded_between_tasks(client: Client) -> None:
+    run_ok(client, SMALL)
+    info = json.loads(run_ok(client, SMALL)["debugoutput"])
+    assert info["reused"] is True and info["tiny"] is True
+    assert info["family"] == "sd15"
