@@ -9,10 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from toonforge.catalog import Manifest
+from toonforge.catalog import Catalog, Manifest, load_catalog
 from toonforge.catalog.weights_plan import Needed, needed_weights
 from toonforge.cli.common import settings_from_args
-from toonforge.services import build_services
 from toonforge.settings import Settings
 
 CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/*.txt"]
@@ -50,20 +49,19 @@ def locate(settings: Settings, need: Needed) -> Path | None:
     return _file_path(settings, need) if need.file else _repo_path(settings, need)
 
 
-def _find(settings: Settings, name: str) -> Manifest:
-    services = build_services(settings, migrate=False)
+def _find(catalog: Catalog, name: str) -> Manifest:
     owner, _, slug = name.partition("/")
-    manifest = services.catalog.find(owner, slug)
+    manifest = catalog.find(owner, slug)
     if manifest is None:
-        known = ", ".join(repr(m.key) for m in services.catalog)
+        known = ", ".join(repr(m.key) for m in catalog)
         raise SystemExit(f"toonforge: no tool {name!r}; known tools: {known}")
     return manifest
 
 
 def status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    services = build_services(settings, migrate=False)
-    manifests = [_find(settings, args.tool)] if args.tool else list(services.catalog)
+    catalog = load_catalog(settings.extra_tools_dirs)
+    manifests = [_find(catalog, args.tool)] if args.tool else list(catalog)
     print(f"models folder: {settings.resolved_models_dir}")
     if settings.tiny:
         print("offline mode is on: tasks run on tiny stand-ins, whatever is listed here")
@@ -107,7 +105,7 @@ def _download_url(url: str, target: Path) -> None:
 
 def pull(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    manifest = _find(settings, args.tool)
+    manifest = _find(load_catalog(settings.extra_tools_dirs), args.tool)
     failed = 0
     for need in needed_weights(manifest):
         if locate(settings, need):
