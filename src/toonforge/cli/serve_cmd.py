@@ -63,12 +63,30 @@ class WorkerSupervisor:
         self._thread.start()
 
     def _watch(self) -> None:
-        while not self._stop.wait(1.0):
+        # A worker that dies at once (bad device setting, broken install) is restarted with
+        # a growing delay instead of a tight loop; one that ran a while restarts at once.
+        started = [time.monotonic()] * len(self.procs)
+        failures = [0] * len(self.procs)
+        due = [0.0] * len(self.procs)
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
             for i, proc in enumerate(self.procs):
                 code = proc.poll()
-                if code is not None and not self._stop.is_set():
-                    log.warning("worker process %s exited with %s; restarting", proc.pid, code)
-                    time.sleep(1.0)
+                if code is None or self._stop.is_set():
+                    continue
+                if due[i] == 0.0:
+                    failures[i] = failures[i] + 1 if now - started[i] < 30 else 1
+                    delay = min(60.0, 2.0 ** (failures[i] - 1))
+                    due[i] = now + delay
+                    log.warning(
+                        "worker process %s exited with %s; restarting in %.0fs",
+                        proc.pid,
+                        code,
+                        delay,
+                    )
+                elif now >= due[i]:
+                    due[i] = 0.0
+                    started[i] = now
                     self.procs[i] = self._spawn()
 
     def stop(self, grace: float = 15.0) -> None:
