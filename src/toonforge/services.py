@@ -22,6 +22,9 @@ class Services:
     settings: Settings
     db: Engine
     sessions: sessionmaker[Session]
+    # For paths that only read (WebSocket polling, file downloads): on SQLite they do not
+    # take the write lock.
+    read_sessions: sessionmaker[Session]
     catalog: Catalog
     storage: LocalStorage
 
@@ -39,6 +42,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         settings=settings,
         db=db,
         sessions=make_sessionmaker(db),
+        read_sessions=make_sessionmaker(db, readonly=True),
         catalog=load_catalog(settings.extra_tools_dirs),
         storage=LocalStorage(settings.storage_dir),
     )

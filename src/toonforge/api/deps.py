@@ -23,6 +23,11 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
         yield session
 
 
+def get_read_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    with services.read_sessions() as session:
+        yield session
+
+
 async def get_body(request: Request) -> dict[str, Any]:
     return await read_body(request)
 
@@ -37,5 +42,6 @@ def get_project(
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 BodyDep = Annotated[dict[str, Any], Depends(get_body)]
 ProjectDep = Annotated[Project, Depends(get_project)]

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from toonforge.api.deps import ServicesDep, SessionDep
+from toonforge.api.deps import ReadSessionDep, ServicesDep
 from toonforge.api.envelope import NOT_FOUND, ApiError
 from toonforge.tasks.models import TaskOutput
 
@@ -15,7 +15,9 @@ router = APIRouter()
 
 
 @router.api_route("/v1/File/{accesskey}/{name}", methods=["GET", "HEAD"])
-def get_file(accesskey: str, name: str, services: ServicesDep, session: SessionDep) -> FileResponse:
+def get_file(
+    accesskey: str, name: str, services: ServicesDep, session: ReadSessionDep
+) -> FileResponse:
     out = session.scalar(select(TaskOutput).where(TaskOutput.accesskey == accesskey))
     if out is None or out.name != name or out.task.files_deleted:
         raise ApiError("File not found.", code=NOT_FOUND, status=404)

@@ -41,7 +41,7 @@ def _frame(task: Task, type_: str, message: Any) -> dict[str, Any]:
 def _snapshot(services: Services, token: str) -> tuple[Task, int] | None:
     """The task now and the id of its last event, read together so nothing is missed or
     sent twice between the first frame and the stream."""
-    with services.sessions() as session:
+    with services.read_sessions() as session:
         task = session.scalar(select(Task).where(Task.socket_token == token))
         if task is None:
             return None
@@ -50,7 +50,7 @@ def _snapshot(services: Services, token: str) -> tuple[Task, int] | None:
 
 
 def _poll(services: Services, task_id: int, after: int) -> tuple[Task, list[tuple[int, str, Any]]]:
-    with services.sessions() as session:
+    with services.read_sessions() as session:
         events = [(e.id, e.type, e.message) for e in events_after(session, task_id, after)]
         task = session.get(Task, task_id)
         assert task is not None

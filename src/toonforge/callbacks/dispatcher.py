@@ -12,11 +12,12 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 
 from toonforge.callbacks.address_guard import CallbackRefused
 from toonforge.callbacks.sender import AttemptResult, backoff_seconds, send_once
 from toonforge.services import Services
+from toonforge.tasks.db import claim_first
 from toonforge.tasks.models import CallbackAttempt, CallbackDelivery, Project, Task
 from toonforge.tasks.record import task_record
 
@@ -65,15 +66,9 @@ class CallbackDispatcher:
                     ),
                 )
                 .order_by(CallbackDelivery.next_attempt_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
             )
-            claimed = session.scalar(
-                update(CallbackDelivery)
-                .where(CallbackDelivery.id == candidate)
-                .values(locked_until=now + LOCK_SECONDS)
-                .returning(CallbackDelivery.id)
+            claimed = claim_first(
+                session, CallbackDelivery.id, candidate, locked_until=now + LOCK_SECONDS
             )
             session.commit()
             return claimed

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Select, create_engine, event, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 
 def make_engine(url: str) -> Engine:
@@ -37,14 +37,35 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction (the claim,
         # the concurrency check) can then never fail halfway with SQLITE_BUSY on upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (WebSocket polling, file downloads) begin DEFERRED so that,
+        # with WAL, they never wait for or hold up the worker's writes.
+        readonly = conn.get_execution_options().get(READONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+READONLY_OPTION = "toonforge_readonly"
+
+
+def make_sessionmaker(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`; `readonly` ones are for paths that never write."""
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def claim_first(
+    session: Session, id_column: InstrumentedAttribute[int], candidate: Select[Any], **values: Any
+) -> int | None:
+    """Atomically take the first row of `candidate` (a select of `id_column`, ordered):
+    UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id. On SQLite the
+    lock clause compiles away and BEGIN IMMEDIATE gives the same guarantee."""
+    first = candidate.limit(1).with_for_update(skip_locked=True).scalar_subquery()
+    table = id_column.class_
+    return session.scalar(
+        update(table).where(id_column == first).values(**values).returning(id_column)
+    )

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.db import claim_first
 from toonforge.tasks.models import CallbackDelivery, Project, Task, TaskEvent, TaskOutput
 from toonforge.tasks.tokens import random_hex, random_token
 
@@ -160,19 +161,14 @@ def claim(
             ),
         )
         .order_by(Task.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
     )
-    task_id = session.scalar(
-        update(Task)
-        .where(Task.id == candidate)
-        .values(
-            worker_id=worker_id,
-            lease_expires_at=t + lease_seconds,
-            attempts=Task.attempts + 1,
-        )
-        .returning(Task.id)
+    task_id = claim_first(
+        session,
+        Task.id,
+        candidate,
+        worker_id=worker_id,
+        lease_expires_at=t + lease_seconds,
+        attempts=Task.attempts + 1,
     )
     if task_id is None:
         return None
