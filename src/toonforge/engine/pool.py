@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -17,6 +17,7 @@ from typing import Any
 class PoolEntry:
     value: Any
     size_bytes: int
+    users: set[str] = field(default_factory=set)  # tools that used this part
 
 
 class PipelinePool:
@@ -53,6 +54,18 @@ class PipelinePool:
         self._entries[key] = PoolEntry(value, size_bytes)
         return evicted
 
+    def note_user(self, key: str, tool: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and tool:
+            entry.users.add(tool)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """What is loaded, least recently used first (for `toonforge models status`)."""
+        return [
+            {"part": key, "bytes": e.size_bytes, "tools": sorted(e.users)}
+            for key, e in self._entries.items()
+        ]
+
     def clear(self) -> None:
         self.make_room(self.budget_bytes + 1)
 
@@ -79,3 +92,15 @@ def module_bytes(*modules: Any) -> int:
         for tensor in [*module.parameters(), *module.buffers()]:
             total += tensor.numel() * tensor.element_size()
     return total
+
+
+def measure_bytes(value: Any) -> int:
+    """A part's footprint: its own `size_bytes` if it has one, else the parameters of the torch
+    modules it holds (a diffusers pipeline's components, or a module itself)."""
+    size = getattr(value, "size_bytes", None)
+    if isinstance(size, int):
+        return size
+    components = getattr(value, "components", None)
+    if isinstance(components, dict):
+        return module_bytes(*components.values())
+    return module_bytes(value)

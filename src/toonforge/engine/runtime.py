@@ -1,33 +1,44 @@
 """The engine as the worker sees it: one object per worker process.
 
-`prepare` resolves and loads (or reuses) a tool's pipeline; `generate` runs it. The family
-modules do the model work; this module picks the device, keeps the pool, and dispatches on
-`manifest.backend.family`. Only the worker imports it (it pulls in torch).
+`prepare` loads (or reuses) what a request needs; `generate` runs it. The family modules do
+the model work; this module picks the device, owns the shared parts pool, dispatches on
+`manifest.backend.family`, and publishes what is loaded for `toonforge models status`. Only
+the worker imports it (it pulls in torch).
+
+A family module exposes:
+    prepare(ctx: EngineContext, manifest, params) -> dict     # load; info for debugoutput
+    generate(ctx, manifest, params, on_step, should_stop) -> GenerationResult
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import json
 import logging
+import os
 import threading
-import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from toonforge.catalog.manifest import Manifest
+from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
 from toonforge.engine.pool import PipelinePool
-from toonforge.engine.weights import resolve_weights
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
 
-# family -> module with `load(weights, device, dtype)` and
-# `generate(model, manifest, params, on_step, should_stop)`; imported on first use.
-FAMILY_MODULES = {"sd15": "toonforge.engine.sd15"}
+FAMILY_MODULES = {
+    "sd15": "toonforge.engine.sd15",
+    "sdxl": "toonforge.engine.sdxl",
+    "flux": "toonforge.engine.flux",
+    "animatediff": "toonforge.engine.animatediff",
+}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
 
 def select_device(name: str) -> torch.device:
@@ -53,6 +64,11 @@ def select_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+def loaded_state_dir(settings: Settings) -> Path:
+    """Where each worker publishes what it has loaded (one JSON file per process)."""
+    return settings.data_dir / "state" / "loaded"
+
+
 class EngineRuntime:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -60,15 +76,22 @@ class EngineRuntime:
         self.dtype = select_dtype(settings.dtype, self.device)
         budget = int(settings.model_memory_budget_gb * 1024**3)
         self.pool = PipelinePool(budget, on_evict=lambda key, _: logger.info("unloading %s", key))
-        # Pipelines hold per-call state (scheduler, interrupt flag): one generation at a time.
+        self.ctx = EngineContext(settings, self.device, self.dtype, self.pool, self._release)
+        # Parts hold per-call state (scheduler, active adapters): one request at a time.
         self._lock = threading.RLock()
 
-    def prepare(self, manifest: Manifest) -> dict[str, Any]:
-        """Load the tool's pipeline, or reuse it from the pool. Returns what was loaded."""
+    def prepare(self, manifest: Manifest, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
         with self._lock:
-            model, reused = self._model(manifest)
-            info = dict(model.describe())
-            info.update(reused=reused, load_seconds=round(model.load_seconds, 3))
+            family = self._family(manifest)
+            self.ctx.begin(manifest.key)
+            try:
+                info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
+            finally:
+                self._publish()
+            info.setdefault("tiny", self.settings.tiny)
+            info["reused"] = all(e["reused"] for e in self.ctx.events)
+            info["parts"] = list(self.ctx.events)
             return info
 
     def generate(
@@ -79,66 +102,67 @@ class EngineRuntime:
         should_stop: StopCheck,
     ) -> GenerationResult:
         with self._lock:
-            model, _ = self._model(manifest)
             family = self._family(manifest)
-            result = family.generate(model, manifest, params, on_step, should_stop)
-            if model.weights.tiny:
-                result.info["warning"] = "OFFLINE MODE: tiny stand-in weights, not the real model"
+            self.ctx.begin(manifest.key)
+            try:
+                result = family.generate(self.ctx, manifest, params, on_step, should_stop)
+            finally:
+                self._publish()
+            if self.settings.tiny:
+                result.info["warning"] = TINY_WARNING
             return result
 
-    def model_for(self, manifest: Manifest) -> Any:
-        """The loaded family model (e.g. `Sd15Model`) for a tool, loading it if needed: for
-        tools that inspect a pipeline, such as prompt token counting."""
+    def model_for(self, manifest: Manifest, params: dict[str, Any] | None = None) -> Any:
+        """The loaded family model for a tool (e.g. `Sd15Model`), loading it if needed: for
+        code that inspects a pipeline, such as prompt token counting."""
         with self._lock:
-            return self._model(manifest)[0]
+            family = self._family(manifest)
+            self.ctx.begin(manifest.key)
+            return family.model_for(self.ctx, manifest, self._params(manifest, params))
 
     def unload_all(self) -> None:
         with self._lock:
             self.pool.clear()
-            self._release_memory()
+            self._release()
+            self._publish()
+
+    def loaded(self) -> list[dict[str, Any]]:
+        return self.pool.snapshot()
+
+    @staticmethod
+    def _params(manifest: Manifest, params: dict[str, Any] | None) -> dict[str, Any]:
+        if params is not None:
+            return params
+        from toonforge.catalog.validation import validate_inputs
+
+        return validate_inputs(manifest, {})
 
     def _family(self, manifest: Manifest) -> Any:
         family = manifest.backend.family
         if family not in FAMILY_MODULES:
             raise ModelError(f"engine for family {family} is not built yet")
-        return importlib.import_module(FAMILY_MODULES[family])
+        try:
+            return importlib.import_module(FAMILY_MODULES[family])
+        except ModuleNotFoundError as exc:
+            if exc.name != FAMILY_MODULES[family]:
+                raise
+            raise ModelError(f"engine for family {family} is not built yet") from exc
 
-    def _model(self, manifest: Manifest) -> tuple[Any, bool]:
-        family = self._family(manifest)
-        weights = resolve_weights(self.settings, manifest)
-        key = weights.identity
-        cached = self.pool.get(key)
-        if cached is not None:
-            return cached, True
-        if weights.tiny:
-            logger.warning(
-                "OFFLINE MODE: tiny stand-in weights for %s (random weights from %s); "
-                "outputs are not the real model's",
-                manifest.key,
-                weights.checkpoint or weights.base_dir,
-            )
-        # File sizes stand in for the footprint until the model is loaded and measured.
-        estimate = sum(p.stat().st_size for p in weights.files if p.is_file())
-        if self.pool.make_room(estimate):
-            self._release_memory()
-        started = time.monotonic()
-        model = family.load(weights, self.device, self.dtype)
-        logger.info(
-            "loaded %s (%s) on %s/%s in %.2fs, %.1f MB of parameters",
-            manifest.key,
-            manifest.backend.family,
-            self.device,
-            str(self.dtype).removeprefix("torch."),
-            time.monotonic() - started,
-            model.size_bytes / 1e6,
-        )
-        if self.pool.put(key, model, model.size_bytes):
-            self._release_memory()
-        return model, False
-
-    def _release_memory(self) -> None:
-        # Evicted pipelines hold reference cycles (modules <-> hooks); collect them now and
-        # give their CUDA blocks back so the next load can use them.
+    def _release(self) -> None:
+        # Evicted parts hold reference cycles (modules <-> hooks); collect them now and give
+        # their CUDA blocks back so the next load can use them.
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _publish(self) -> None:
+        """Write what is loaded to `<data>/state/loaded/<pid>.json` (atomically)."""
+        folder = loaded_state_dir(self.settings)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            doc = {"pid": os.getpid(), "device": str(self.device), "parts": self.loaded()}
+            tmp = folder / f".{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, folder / f"{os.getpid()}.json")
+        except OSError as exc:  # status is informative; never fail a task for it
+            logger.warning("could not publish loaded models: %s", exc)

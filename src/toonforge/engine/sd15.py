@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Manifest
+from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
     GenerationInterrupted,
@@ -30,7 +31,7 @@ from toonforge.engine.png import a1111_parameters, png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.prompt_embeds import encode_prompts, textual_inversion_ids
 from toonforge.engine.schedulers import make_scheduler
-from toonforge.engine.weights import ResolvedWeights
+from toonforge.engine.weights import ResolvedWeights, resolve_weights
 
 logger = logging.getLogger("toonforge.engine")
 
@@ -163,6 +164,40 @@ class _Request:
         return req
 
 
+def model_for(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> Sd15Model:
+    """The tool's loaded checkpoint (with its embeddings), from the shared parts pool."""
+    weights = resolve_weights(ctx.settings, manifest)
+    if weights.tiny:
+        logger.warning(
+            "OFFLINE MODE: tiny stand-in weights for %s (random weights from %s); "
+            "outputs are not the real model's",
+            manifest.key,
+            weights.checkpoint or weights.base_dir,
+        )
+    # File sizes stand in for the footprint until the model is loaded and measured.
+    estimate = sum(p.stat().st_size for p in weights.files if p.is_file())
+    return ctx.part(
+        f"sd15:{weights.identity}",
+        lambda: load_sd15(weights, ctx.device, ctx.dtype),
+        estimate,
+    )
+
+
+def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
+    model = model_for(ctx, manifest, params)
+    return {**model.describe(), "load_seconds": round(model.load_seconds, 3)}
+
+
+def generate(
+    ctx: EngineContext,
+    manifest: Manifest,
+    params: dict[str, Any],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    return generate_sd15(model_for(ctx, manifest, params), manifest, params, on_step, should_stop)
+
+
 def generate_sd15(
     model: Sd15Model,
     manifest: Manifest,
@@ -287,7 +322,3 @@ def _decode(pipe: Any, latents: torch.Tensor) -> Any:
         pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
     return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
 
-
-# The interface `runtime` dispatches to.
-load = load_sd15
-generate = generate_sd15

@@ -38,10 +38,10 @@ class ResolvedWeights:
     @property
     def identity(self) -> str:
         """Pool key: the same files (same size and mtime) give the same loaded pipeline."""
-        parts = [self.family, "tiny" if self.tiny else "real", _stamp(self.base_dir)]
+        parts = [self.family, "tiny" if self.tiny else "real", stamp(self.base_dir)]
         if self.checkpoint is not None:
-            parts.append(_stamp(self.checkpoint))
-        parts += [f"{token}={_stamp(path)}" for token, path in self.embeddings]
+            parts.append(stamp(self.checkpoint))
+        parts += [f"{token}={stamp(path)}" for token, path in self.embeddings]
         return "|".join(parts)
 
     @property
@@ -50,7 +50,8 @@ class ResolvedWeights:
         return paths + [p for _, p in self.embeddings]
 
 
-def _stamp(path: Path) -> str:
+def stamp(path: Path) -> str:
+    """`path@size:mtime`: part of a pool key, so that a replaced file is loaded again."""
     try:
         st = path.stat()
     except OSError:
@@ -112,9 +113,10 @@ def resolve_repo(settings: Settings, manifest: Manifest, repo: str, marker: str)
 
 
 def resolve_weights(settings: Settings, manifest: Manifest) -> ResolvedWeights:
+    """The files of an sd15 tool (single-file checkpoint or diffusers folder, embeddings)."""
     family = manifest.backend.family
     if family != "sd15":
-        raise ModelError(f"engine for family {family} is not built yet")
+        raise ModelError(f"resolve_weights is for sd15 tools, not {family}")
     if manifest.backend.loras:
         # Refuse rather than run the tool without the LoRAs its page promises.
         raise ModelError(f"{manifest.key}: LoRAs on sd15 tools are not supported yet")

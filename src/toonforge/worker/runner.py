@@ -41,7 +41,7 @@ class TaskLost(Exception):
 class Engine:
     """What the runner needs of an engine runtime (toonforge.engine.runtime.EngineRuntime)."""
 
-    def prepare(self, manifest: Manifest) -> dict[str, Any]: ...
+    def prepare(self, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]: ...
     def generate(
         self,
         manifest: Manifest,
@@ -139,7 +139,7 @@ class TaskRunner:
             self._cancel(task_id)
             return
         try:
-            info = self.engine.prepare(manifest)
+            info = self.engine.prepare(manifest, params)
         except ModelError as exc:
             self._fail(task_id, str(exc))
             return
