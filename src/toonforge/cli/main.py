@@ -1,4 +1,4 @@
-"""`toonforge serve | worker | keys | models | db`."""
+"""`toonforge serve | worker | keys | models | db | prompt`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from toonforge.cli import keys_cmd, models_cmd, serve_cmd
+from toonforge.cli import keys_cmd, models_cmd, prompt_cmd, serve_cmd
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="apply migrations")
     _common(up)
     up.set_defaults(func=serve_cmd.db_upgrade)
+
+    prompt_cmd.add_parser(sub)
     return parser
 
 

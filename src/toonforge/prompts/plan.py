@@ -1,0 +1,132 @@
+"""The whole prompt pipeline for one prompt: AND parts -> schedules -> weighted fragments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toonforge.prompts.attention import BREAK, is_break, parse_attention
+from toonforge.prompts.composition import split_and
+from toonforge.prompts.schedule import parse_tree, schedule
+
+
+@dataclass(frozen=True)
+class ScheduledText:
+    """`text` is in force from the step after the previous segment's end up to `end_step`."""
+
+    end_step: int
+    text: str
+    fragments: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class PlanPart:
+    """One `AND` part: its weight in the guidance and its schedule."""
+
+    weight: float
+    text: str
+    schedule: list[ScheduledText]
+
+    def at(self, step: int) -> ScheduledText:
+        """The segment in force at `step`: the first one with `step <= end_step` (the last
+        one for a step beyond the schedule)."""
+        for segment in self.schedule:
+            if step <= segment.end_step:
+                return segment
+        return self.schedule[-1]
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    prompt: str
+    steps: int
+    negative: bool
+    parts: list[PlanPart]
+    notes: list[str] = field(default_factory=list)
+
+    def texts_at(self, step: int) -> list[tuple[str, float]]:
+        """`(text, part weight)` of every AND part in force at 1-based `step`."""
+        return [(part.at(step).text, part.weight) for part in self.parts]
+
+    def fragments_at(self, step: int) -> list[tuple[list[tuple[str, float]], float]]:
+        """`(fragments, part weight)` of every AND part in force at 1-based `step`."""
+        return [(part.at(step).fragments, part.weight) for part in self.parts]
+
+    def texts(self) -> list[str]:
+        """Every distinct text of the plan, in order of first use (what needs encoding)."""
+        seen: dict[str, None] = {}
+        for part in self.parts:
+            for segment in part.schedule:
+                seen.setdefault(segment.text, None)
+        return list(seen)
+
+    @property
+    def is_static(self) -> bool:
+        """True when the conditioning never changes during sampling."""
+        return all(len(part.schedule) == 1 for part in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        parts = []
+        for part in self.parts:
+            segments = []
+            start = 1
+            for seg in part.schedule:
+                segments.append(
+                    {
+                        "start_step": start,
+                        "end_step": seg.end_step,
+                        "text": seg.text,
+                        "fragments": [
+                            {"text": text, "weight": weight, "break": is_break((text, weight))}
+                            for text, weight in seg.fragments
+                        ],
+                    }
+                )
+                start = seg.end_step + 1
+            parts.append({"weight": part.weight, "text": part.text, "schedule": segments})
+        return {
+            "prompt": self.prompt,
+            "steps": self.steps,
+            "negative": self.negative,
+            "parts": parts,
+            "notes": list(self.notes),
+        }
+
+
+def _notes(part_text: str, segments: list[ScheduledText]) -> list[str]:
+    notes: list[str] = []
+    if ("[" in part_text or "|" in part_text) and parse_tree(part_text) is None:
+        notes.append(
+            f"the scheduling syntax of {part_text!r} could not be parsed (a '|' outside "
+            "[...], or brackets that do not match): it is used literally, with no prompt "
+            "editing or alternation, as AUTOMATIC1111 does"
+        )
+    if any(
+        text == BREAK and weight < 0 and not is_break((text, weight))
+        for seg in segments
+        for text, weight in seg.fragments
+    ):
+        notes.append(
+            "BREAK inside brackets is not a chunk break: AUTOMATIC1111 encodes it as the word "
+            "'BREAK' with a negative weight; move it out of the brackets"
+        )
+    return notes
+
+
+def plan(prompt: str, steps: int, *, negative: bool = False) -> PromptPlan:
+    """Positive prompt: split on AND, schedule each part, parse each scheduled text. Negative
+    prompt (`negative=True`): no AND split (A1111 passes it to the plain conditioning path),
+    one part of weight 1.0."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    split = [(prompt, 1.0)] if negative else split_and(prompt)
+    parts: list[PlanPart] = []
+    notes: list[str] = []
+    for text, weight in split:
+        segments = [
+            ScheduledText(end, scheduled, parse_attention(scheduled))
+            for end, scheduled in schedule(text, steps)
+        ]
+        parts.append(PlanPart(weight, text, segments))
+        notes.extend(n for n in _notes(text, segments) if n not in notes)
+    return PromptPlan(prompt=prompt, steps=steps, negative=negative, parts=parts, notes=notes)
