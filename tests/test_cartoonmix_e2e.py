@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -173,3 +175,19 @@ def test_pipeline_stays_loaded_between_tasks(client: Client) -> None:
     info = json.loads(run_ok(client, SMALL)["debugoutput"])
     assert info["reused"] is True and info["tiny"] is True
     assert info["family"] == "sd15"
+    assert [p["reused"] for p in info["parts"]] == [True]
+
+
+def test_models_status_shows_what_the_worker_has_loaded(client: Client, server: Server) -> None:
+    run_ok(client, SMALL)
+    out = subprocess.run(
+        [sys.executable, "-m", "toonforge", "models", "status"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    cartoon = out.split("futurist/CartoonMix v1.0", 1)[1].split("\n\n", 1)[0]
+    assert "loaded in worker" in cartoon, out
+    assert "loaded in running workers: 0" not in out
+    assert "used by futurist/CartoonMix v1.0" in out

@@ -19,12 +19,14 @@ def needed_weights(manifest: Manifest) -> list[Needed]:
     b = manifest.backend
     out: list[Needed] = []
     if b.base_repo:
-        # A single-file checkpoint takes only configs and tokenizers from its base repo.
+        # A single-file checkpoint (or a choice of them, for AnimateDiff) takes only configs
+        # and tokenizers from its base repo.
+        configs_only = b.checkpoint is not None or bool(b.base_models)
         out.append(
             Needed(
-                "base model" if not b.checkpoint else "base configs",
+                "base configs" if configs_only else "base model",
                 repo=b.base_repo,
-                configs_only=b.checkpoint is not None,
+                configs_only=configs_only,
             )
         )
     if b.checkpoint:
@@ -35,5 +37,10 @@ def needed_weights(manifest: Manifest) -> list[Needed]:
         out.append(Needed("motion adapter", repo=b.motion_adapter_repo))
     out += [Needed(f"embedding {e.token}", file=e) for e in b.embeddings]
     out += [Needed(f"LoRA {lora.name}", file=lora) for lora in b.loras]
-    out += [Needed(f"base model {m.id}", file=m.checkpoint) for m in b.base_models]
+    for m in b.base_models:
+        if m.checkpoint.file == "model_index.json" and m.checkpoint.repo:
+            # A diffusers-layout repository: the whole folder is the model.
+            out.append(Needed(f"base model {m.id}", repo=m.checkpoint.repo))
+        else:
+            out.append(Needed(f"base model {m.id}", file=m.checkpoint))
     return out

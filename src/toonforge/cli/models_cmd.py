@@ -5,9 +5,11 @@ into the models folder)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from toonforge.catalog import Catalog, Manifest, load_catalog
 from toonforge.catalog.weights_plan import Needed, needed_weights
@@ -58,6 +60,34 @@ def _find(catalog: Catalog, name: str) -> Manifest:
     return manifest
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
+    """What running workers have in memory, from the files they publish
+    (`<data>/state/loaded/<pid>.json`, written by the engine runtime after each task)."""
+    folder = settings.data_dir / "state" / "loaded"
+    out: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = int(doc.get("pid", 0))
+        if not pid or not _pid_alive(pid):
+            continue
+        for part in doc.get("parts", []):
+            out.append({**part, "pid": pid, "device": doc.get("device", "")})
+    return out
+
+
 def status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     catalog = load_catalog(settings.extra_tools_dirs)
@@ -65,15 +95,27 @@ def status(args: argparse.Namespace) -> int:
     print(f"models folder: {settings.resolved_models_dir}")
     if settings.tiny:
         print("offline mode is on: tasks run on tiny stand-ins, whatever is listed here")
+    loaded = loaded_parts(settings)
     missing = 0
     for m in manifests:
         print(f"\n{m.key} ({m.backend.family}{'' if m.engine_ready else ', engine not built'})")
+        for part in loaded:
+            if m.key in part.get("tools", []):
+                size = part.get("bytes", 0) / 1e6
+                where = f"worker {part['pid']} on {part['device']}"
+                print(f"  loaded in {where}: {part['part'].split('|')[0]} ({size:.1f} MB)")
         for need in needed_weights(m):
             path = locate(settings, need)
             missing += path is None
             name = need.repo or (need.file.file if need.file else "")
             state = f"present  {path}" if path else "MISSING"
             print(f"  {need.what:<28} {name:<60} {state}")
+    if not args.tool:
+        print(f"\nloaded in running workers: {len(loaded)} part(s)")
+        for part in loaded:
+            tools = ", ".join(part.get("tools", []))
+            size = part.get("bytes", 0) / 1e6
+            print(f"  worker {part['pid']}: {part['part']} ({size:.1f} MB) used by {tools}")
     return 1 if missing else 0
 
 
