@@ -7,7 +7,7 @@ from typing import Any
 
 from toonforge.prompts.attention import BREAK, is_break, parse_attention
 from toonforge.prompts.composition import split_and
-from toonforge.prompts.schedule import parse_tree, schedule
+from toonforge.prompts.schedule import schedule_checked
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,14 @@ class PromptPlan:
         }
 
 
-def _notes(part_text: str, segments: list[ScheduledText]) -> list[str]:
+def _notes(part_text: str, parsed: bool, segments: list[ScheduledText]) -> list[str]:
     notes: list[str] = []
-    if ("[" in part_text or "|" in part_text) and parse_tree(part_text) is None:
+    if not parsed:
         notes.append(
-            f"the scheduling syntax of {part_text!r} could not be parsed (a '|' outside "
-            "[...], or brackets that do not match): it is used literally, with no prompt "
-            "editing or alternation, as AUTOMATIC1111 does"
+            f"{part_text!r} does not fit AUTOMATIC1111's scheduling grammar (typically a '|' "
+            "that is not directly inside [...], as in (a|b) or at the top level, or a ':' "
+            "inside [a|b]): the whole text is used literally, with no prompt editing or "
+            "alternation, as AUTOMATIC1111 does"
         )
     if any(
         text == BREAK and weight < 0 and not is_break((text, weight))
@@ -123,10 +124,8 @@ def plan(prompt: str, steps: int, *, negative: bool = False) -> PromptPlan:
     parts: list[PlanPart] = []
     notes: list[str] = []
     for text, weight in split:
-        segments = [
-            ScheduledText(end, scheduled, parse_attention(scheduled))
-            for end, scheduled in schedule(text, steps)
-        ]
+        entries, parsed = schedule_checked(text, steps)
+        segments = [ScheduledText(end, s, parse_attention(s)) for end, s in entries]
         parts.append(PlanPart(weight, text, segments))
-        notes.extend(n for n in _notes(text, segments) if n not in notes)
+        notes.extend(n for n in _notes(text, parsed, segments) if n not in notes)
     return PromptPlan(prompt=prompt, steps=steps, negative=negative, parts=parts, notes=notes)

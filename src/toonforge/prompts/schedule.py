@@ -93,12 +93,18 @@ def _text_at(node: Any, step: int, steps: int) -> str:
     return "".join(_text_at(child, step, steps) for child in node.children)
 
 
-def schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
-    """`[(end_step, text), ...]`: `text` is in force for the (1-based) steps up to and
-    including `end_step` that the previous entry does not cover."""
+def schedule_checked(prompt: str, steps: int) -> tuple[list[tuple[int, str]], bool]:
+    """`schedule(prompt, steps)` and whether the grammar accepted the prompt (False: the
+    prompt is used literally)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     tree = parse_tree(prompt)
     if tree is None:
-        return [(steps, prompt)]
-    return [(end, _text_at(tree, end, steps)) for end in _change_steps(tree, steps)]
+        return [(steps, prompt)], False
+    return [(end, _text_at(tree, end, steps)) for end in _change_steps(tree, steps)], True
+
+
+def schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
+    """`[(end_step, text), ...]`: `text` is in force for the (1-based) steps up to and
+    including `end_step` that the previous entry does not cover."""
+    return schedule_checked(prompt, steps)[0]
