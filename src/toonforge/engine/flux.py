@@ -1,0 +1,510 @@
+"""FLUX.1-dev family: one resident base shared by every FLUX tool, one LoRA adapter per tool.
+
+The base (transformer, CLIP-L, T5, VAE) is one part of the pool, keyed by its folder
+(`flux-base:<stamp>`), loaded with `FluxPipeline.from_pretrained`. Each tool's LoRA is loaded
+onto it once as a named adapter (`load_lora_weights(path, adapter_name=<lora name>)`) and
+stays loaded; a request activates only its tool's adapters with `set_adapters`, so going from
+one FLUX tool to another swaps adapters and never loads the base again.
+
+Prompts: a JSON object with "T5" and/or "CLIP-L" keys sends each text to its own encoder
+(diffusers' `prompt` feeds CLIP-L, `prompt_2` feeds T5); with only one of the keys, the other
+encoder gets the same text; anything else is a plain prompt that goes to both. `scale` is
+FLUX.1-dev's distilled guidance (the guidance embedding), not classifier-free guidance. A
+`negativePrompt` turns on true CFG only when the manifest sets `backend.true_cfg`; otherwise it
+is ignored and the task's debug output says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+
+from toonforge.catalog.manifest import Lora, Manifest
+from toonforge.engine.context import EngineContext
+from toonforge.engine.contract import (
+    GeneratedFile,
+    GenerationInterrupted,
+    GenerationResult,
+    ModelError,
+    StepCallback,
+    StopCheck,
+    WeightsMissing,
+)
+from toonforge.engine.png import png_bytes
+from toonforge.engine.pool import module_bytes
+from toonforge.engine.weights import resolve_file, resolve_repo, stamp
+from toonforge.settings import Settings
+
+logger = logging.getLogger("toonforge.engine")
+
+MAX_SEED = 2**64 - 1
+# FLUX.1-dev was trained with 512 T5 tokens (schnell: 256).
+MAX_SEQUENCE_LENGTH = 512
+# Width and height must be multiples of 16: the VAE downsamples by 8 and the transformer
+# packs latents in 2x2 patches (FluxPipeline silently resizes other sizes).
+SIZE_MULTIPLE = 16
+JSON_PROMPT_KEYS = ("T5", "CLIP-L")
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+# The base folder's weight-bearing components (the hub repo also holds a 23 GB single file
+# that from_pretrained does not read; it must not count in the memory estimate).
+_COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
+
+
+@dataclass(frozen=True)
+class FluxWeights:
+    tiny: bool
+    base_dir: Path  # diffusers folder in FLUX.1-dev's layout
+    loras: tuple[tuple[Lora, Path], ...]
+
+    @property
+    def base_key(self) -> str:
+        return f"flux-base:{stamp(self.base_dir)}"
+
+    def estimate_bytes(self) -> int:
+        total = 0
+        for name in _COMPONENTS:
+            folder = self.base_dir / name
+            if folder.is_dir():
+                total += sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+        return total
+
+
+@dataclass
+class FluxModel:
+    """The shared base and the LoRA adapters loaded onto it so far."""
+
+    pipe: Any  # FluxPipeline
+    base_dir: Path
+    tiny: bool
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float = 0.0
+    # adapter name -> stamp of the file it was loaded from
+    adapters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        p = self.pipe
+        return module_bytes(p.transformer, p.vae, p.text_encoder, p.text_encoder_2)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": "flux",
+            "tiny": self.tiny,
+            "loaded_from": str(self.base_dir),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def resolve_flux(settings: Settings, manifest: Manifest) -> FluxWeights:
+    """The base folder and the tool's LoRA files: tiny stand-ins, or real files on this machine.
+
+    Every missing file is named in one WeightsMissing, each with how to provide it.
+    """
+    backend = manifest.backend
+    if backend.family != "flux":
+        raise ModelError(f"resolve_flux is for flux tools, not {backend.family}")
+    if settings.tiny:
+        from toonforge.engine.tiny.flux import ensure_tiny_flux
+
+        paths = ensure_tiny_flux(settings.tiny_models_dir)
+        loras = []
+        for lora in backend.loras:
+            name = Path(lora.file).name
+            if name not in paths.loras:
+                raise ModelError(f"{manifest.key}: no tiny stand-in for LoRA {lora.file!r}")
+            loras.append((lora, paths.loras[name]))
+        return FluxWeights(True, paths.base_dir, tuple(loras))
+    if not backend.base_repo:
+        raise ModelError(f"{manifest.key}: backend.base_repo is required for flux tools")
+    missing: list[str] = []
+    base_dir: Path | None = None
+    try:
+        base_dir = resolve_repo(settings, manifest, backend.base_repo, "model_index.json")
+    except WeightsMissing as exc:
+        missing.append(str(exc))
+    resolved = []
+    for lora in backend.loras:
+        try:
+            resolved.append((lora, resolve_file(settings, manifest, lora)))
+        except WeightsMissing as exc:
+            missing.append(str(exc))
+    if missing or base_dir is None:
+        raise WeightsMissing(" | ".join(missing))
+    return FluxWeights(False, base_dir, tuple(resolved))
+
+
+def load_flux(base_dir: Path, tiny: bool, device: torch.device, dtype: torch.dtype) -> FluxModel:
+    from diffusers import FluxPipeline
+
+    started = time.monotonic()
+    try:
+        pipe = FluxPipeline.from_pretrained(str(base_dir), dtype=dtype, local_files_only=True)
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load the FLUX base from {base_dir}: {exc}") from exc
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return FluxModel(
+        pipe=pipe,
+        base_dir=base_dir,
+        tiny=tiny,
+        device=device,
+        dtype=dtype,
+        load_seconds=time.monotonic() - started,
+    )
+
+
+def ensure_adapters(model: FluxModel, loras: tuple[tuple[Lora, Path], ...]) -> dict[str, bool]:
+    """Load each LoRA onto the base once; returns name -> loaded now (False: already resident).
+
+    A LoRA file replaced on disk (other size or mtime) is unloaded and loaded again.
+    """
+    out: dict[str, bool] = {}
+    for lora, path in loras:
+        current = stamp(path)
+        if model.adapters.get(lora.name) == current:
+            out[lora.name] = False
+            continue
+        if lora.name in model.adapters:
+            model.pipe.delete_adapters([lora.name])
+            del model.adapters[lora.name]
+        started = time.monotonic()
+        try:
+            model.pipe.load_lora_weights(str(path), adapter_name=lora.name)
+        except (*_LOAD_ERRORS, AssertionError) as exc:
+            # A failed load may leave a half-registered adapter behind: drop it.
+            with contextlib.suppress(Exception):  # nothing was registered
+                model.pipe.delete_adapters([lora.name])
+            raise ModelError(f"could not load LoRA {lora.name!r} from {path}: {exc}") from exc
+        model.adapters[lora.name] = current
+        seconds = time.monotonic() - started
+        logger.info("LoRA %s loaded onto the FLUX base in %.2fs", lora.name, seconds)
+        out[lora.name] = True
+    return out
+
+
+def _weights_and_model(
+    ctx: EngineContext, manifest: Manifest
+) -> tuple[FluxWeights, FluxModel, dict[str, bool]]:
+    weights = resolve_flux(ctx.settings, manifest)
+    if weights.tiny:
+        logger.warning(
+            "OFFLINE MODE: tiny stand-in weights for %s (random weights from %s); "
+            "outputs are not the real model's",
+            manifest.key,
+            weights.base_dir,
+        )
+    key = weights.base_key
+    model = ctx.part(
+        key,
+        lambda: load_flux(weights.base_dir, weights.tiny, ctx.device, ctx.dtype),
+        weights.estimate_bytes(),
+    )
+    loaded = ensure_adapters(model, weights.loras)
+    for lora, path in weights.loras:
+        # Adapters live on the base part; record them beside it, loaded now or resident.
+        ctx.events.append(
+            {
+                "part": f"flux-lora:{lora.name}",
+                "on": key,
+                "file": str(path),
+                "reused": not loaded[lora.name],
+            }
+        )
+    return weights, model, loaded
+
+
+def model_for(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> FluxModel:
+    """The shared FLUX base with this tool's LoRA adapters loaded (not yet activated)."""
+    return _weights_and_model(ctx, manifest)[1]
+
+
+def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
+    _, model, loaded = _weights_and_model(ctx, manifest)
+    return {
+        **model.describe(),
+        "load_seconds": round(model.load_seconds, 3),
+        "lora": {
+            "active": [lora.name for lora in manifest.backend.loras],
+            "loaded_now": [name for name, now in loaded.items() if now],
+            "already_resident": [name for name, now in loaded.items() if not now],
+            "resident": sorted(model.adapters),
+        },
+    }
+
+
+# -- request ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderPrompts:
+    clip: str  # diffusers' `prompt`
+    t5: str  # diffusers' `prompt_2`
+    json: bool  # came from a {"T5": ..., "CLIP-L": ...} object
+
+    def describe(self) -> dict[str, Any]:
+        how = "JSON prompt" if self.json else "plain prompt (same text to both encoders)"
+        return {"CLIP-L": self.clip, "T5": self.t5, "source": how}
+
+
+def split_prompt(name: str, text: str) -> EncoderPrompts:
+    """`{"T5": ..., "CLIP-L": ...}` -> one text per encoder; any other string -> both.
+
+    With only one of the two keys, the other encoder gets the same text. A JSON object with
+    either key whose values are not strings is an error naming `name`.
+    """
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            doc = json.loads(stripped)
+        except json.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and any(k in doc for k in JSON_PROMPT_KEYS):
+            for key in JSON_PROMPT_KEYS:
+                if key in doc and not isinstance(doc[key], str):
+                    raise ModelError(
+                        f"{name}: the JSON prompt's {key!r} value must be a string, "
+                        f"got {type(doc[key]).__name__}"
+                    )
+            t5 = doc.get("T5", doc.get("CLIP-L"))
+            clip = doc.get("CLIP-L", doc.get("T5"))
+            return EncoderPrompts(clip=clip, t5=t5, json=True)
+    return EncoderPrompts(clip=text, t5=text, json=False)
+
+
+def _param(params: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in params:
+        raise ModelError(f"{name}: missing parameter")
+    value = params[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+@dataclass
+class _Request:
+    prompt: str
+    prompts: EncoderPrompts
+    negative_prompt: str  # as sent ("" when absent)
+    samples: int
+    steps: int
+    scale: float
+    seed: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> _Request:
+        prompt = _param(params, "prompt", str)
+        # Not an input of the FLUX pages, but the Toon-Renders examples send it: kept as sent.
+        negative = params.get("negativePrompt")
+        if negative is None:
+            negative = ""
+        if not isinstance(negative, str):
+            raise ModelError(f"negativePrompt: expected a string, got {negative!r}")
+        req = cls(
+            prompt=prompt,
+            prompts=split_prompt("prompt", prompt),
+            negative_prompt=negative,
+            samples=_param(params, "samples", int),
+            steps=_param(params, "steps", int),
+            scale=_param(params, "scale", float),
+            seed=_param(params, "seed", int),
+            width=_param(params, "width", int),
+            height=_param(params, "height", int),
+        )
+        for name, value in (("samples", req.samples), ("steps", req.steps)):
+            if value < 1:
+                raise ModelError(f"{name} must be at least 1, got {value}")
+        for name, value in (("width", req.width), ("height", req.height)):
+            if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+                raise ModelError(f"{name} must be a positive multiple of 16, got {value}")
+        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
+            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
+        return req
+
+
+def activate(model: FluxModel, loras: list[Lora]) -> list[dict[str, Any]]:
+    """Make exactly this tool's adapters active; the others stay loaded but inactive."""
+    pipe = model.pipe
+    if not loras:
+        if model.adapters:
+            pipe.disable_lora()
+        return []
+    pipe.enable_lora()
+    names = [lora.name for lora in loras]
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    return [{"name": lora.name, "weight": lora.weight} for lora in loras]
+
+
+def generate(
+    ctx: EngineContext,
+    manifest: Manifest,
+    params: dict[str, Any],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    req = _Request.from_params(params)  # before loading: a bad input costs no load
+    _, model, _ = _weights_and_model(ctx, manifest)
+    return generate_flux(model, manifest, req, on_step, should_stop)
+
+
+def generate_flux(
+    model: FluxModel,
+    manifest: Manifest,
+    req: _Request | dict[str, Any],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    if not isinstance(req, _Request):
+        req = _Request.from_params(req)
+    pipe = model.pipe
+    backend = manifest.backend
+    started = time.monotonic()
+    notes: list[str] = []
+    active = activate(model, backend.loras)
+
+    true_cfg = False
+    cfg_args: dict[str, Any] = {}
+    negative: EncoderPrompts | None = None
+    if req.negative_prompt.strip():
+        if backend.true_cfg:
+            true_cfg = True
+            negative = split_prompt("negativePrompt", req.negative_prompt)
+            cfg_args = {
+                "negative_prompt": negative.clip,
+                "negative_prompt_2": negative.t5,
+                "true_cfg_scale": backend.true_cfg_scale,
+            }
+        else:
+            notes.append(
+                "negativePrompt ignored: FLUX.1-dev is guidance-distilled and this tool's "
+                "manifest does not enable true CFG (backend.true_cfg is false)"
+            )
+
+    seeds = [req.seed + i for i in range(req.samples)]
+    # One CPU generator per sample: image i depends only on seed + i.
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    state: dict[str, Any] = {"interrupted": False, "callback_error": None}
+
+    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            on_step(step + 1, p.num_timesteps)
+            if should_stop():
+                state["interrupted"] = True
+        except Exception as exc:
+            state["callback_error"] = exc
+        if state["interrupted"] or state["callback_error"] is not None:
+            p._interrupt = True
+        return kwargs
+
+    with _model_errors(req):
+        latents = pipe(
+            prompt=req.prompts.clip,
+            prompt_2=req.prompts.t5,
+            num_images_per_prompt=req.samples,
+            num_inference_steps=req.steps,
+            guidance_scale=req.scale,
+            width=req.width,
+            height=req.height,
+            generator=generators,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            output_type="latent",
+            callback_on_step_end=step_end,
+            **cfg_args,
+        ).images
+    if state["callback_error"] is not None:
+        raise state["callback_error"]
+    if state["interrupted"]:
+        raise GenerationInterrupted("generation was stopped between steps")
+    with _model_errors(req):
+        images = [
+            _decode(pipe, latents[i : i + 1], req.height, req.width) for i in range(req.samples)
+        ]
+
+    files = []
+    lora_text = ", ".join(f"{a['name']}:{a['weight']:g}" for a in active)
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+        parameters = "\n".join(
+            [req.prompt]
+            + ([f"Negative prompt: {req.negative_prompt}"] if true_cfg else [])
+            + [
+                f"Steps: {req.steps}, Sampler: Euler, Schedule type: Simple, CFG scale: "
+                f"{backend.true_cfg_scale if true_cfg else 1:g}, Distilled CFG Scale: "
+                f"{req.scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, "
+                f"Model: {manifest.key}, Lora: {lora_text}"
+            ]
+        )
+        text = {
+            "prompt": req.prompt,
+            "prompt_t5": req.prompts.t5,
+            "prompt_clip_l": req.prompts.clip,
+            "negative_prompt": req.negative_prompt if true_cfg else None,
+            "seed": seed,
+            "steps": req.steps,
+            "guidance": req.scale,
+            "model": manifest.key,
+            "loras": lora_text,
+            "parameters": parameters,
+            "toonforge-tiny": "true" if model.tiny else None,
+        }
+        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+    info: dict[str, Any] = {
+        **model.describe(),
+        "seed": req.seed,
+        "seeds": seeds,
+        "steps": req.steps,
+        "scale": req.scale,
+        "guidance": "distilled (guidance embedding)",
+        "width": req.width,
+        "height": req.height,
+        "samples": req.samples,
+        "encoders": req.prompts.describe(),
+        "active_adapters": active,
+        "resident_adapters": sorted(model.adapters),
+        "true_cfg": (
+            {"scale": backend.true_cfg_scale, "negative": negative.describe()}
+            if true_cfg and negative is not None
+            else False
+        ),
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+    if notes:
+        info["notes"] = notes
+    return GenerationResult(files=files, info=info)
+
+
+@contextmanager
+def _model_errors(req: _Request) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(
+            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
+            "lower samples, width or height"
+        ) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"FLUX generation failed: {exc}") from exc
+
+
+def _decode(pipe: Any, packed: torch.Tensor, height: int, width: int) -> Any:
+    """One sample at a time, as FluxPipeline decodes (unpack, unscale, unshift)."""
+    vae = pipe.vae
+    latents = pipe._unpack_latents(packed, height, width, pipe.vae_scale_factor)
+    latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+    with torch.no_grad():
+        pixels = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
