@@ -103,6 +103,9 @@ class Backend(BaseModel):
     default_base_model: str | None = None
     trigger_words: list[str] = Field(default_factory=list)
     true_cfg: bool = False  # FLUX: a negative prompt turns on true CFG only when enabled
+    # FLUX with true_cfg: the classifier-free guidance scale applied with a negative prompt
+    # (diffusers' `true_cfg_scale`; must be above 1 for CFG to run).
+    true_cfg_scale: float = Field(default=4.0, gt=1.0)
 
 
 class Manifest(BaseModel):
