@@ -189,6 +189,20 @@ def test_plan_and_parts_schedules_and_fragments() -> None:
     ]
 
 
+def test_plan_lookup_like_a1111_sampler() -> None:
+    # A1111's CFGDenoiser counts calls from 0 and picks the first segment with
+    # call <= end_at_step (reconstruct_multicond_batch).
+    p = plan("[a:b:5] AND [x|y]", 10)
+    calls = [p.texts_at_a1111_call(i) for i in range(10)]
+    assert [texts[0][0] for texts in calls] == ["a"] * 6 + ["b"] * 4
+    assert "".join(texts[1][0] for texts in calls) == " x x y x y x y x y x"
+    # Beyond the schedule (more calls than steps) A1111 falls back to the first segment.
+    assert p.texts_at_a1111_call(11)[0][0] == "a"
+    # texts_at: 1-based steps as in the doctests, last segment beyond the end.
+    assert [p.texts_at(i)[0][0] for i in range(1, 11)] == ["a"] * 5 + ["b"] * 5
+    assert p.texts_at(11)[0][0] == "b"
+
+
 def test_plan_negative_is_not_split_on_and() -> None:
     p = plan("ugly AND blurry:0.5", 10, negative=True)
     assert len(p.parts) == 1

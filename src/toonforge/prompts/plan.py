@@ -35,6 +35,16 @@ class PlanPart:
                 return segment
         return self.schedule[-1]
 
+    def at_a1111_call(self, call: int) -> ScheduledText:
+        """The segment AUTOMATIC1111's sampler uses at its denoiser call number `call`
+        (counted from 0, `CFGDenoiser.step`): the first with `call <= end_step`, and the
+        first segment of all when `call` is beyond the schedule (second-order samplers make
+        more calls than steps)."""
+        for segment in self.schedule:
+            if call <= segment.end_step:
+                return segment
+        return self.schedule[0]
+
 
 @dataclass(frozen=True)
 class PromptPlan:
@@ -45,8 +55,17 @@ class PromptPlan:
     notes: list[str] = field(default_factory=list)
 
     def texts_at(self, step: int) -> list[tuple[str, float]]:
-        """`(text, part weight)` of every AND part in force at 1-based `step`."""
+        """`(text, part weight)` of every AND part in force at 1-based `step` (the reading
+        of A1111's doctests: `[a:b:5]` is `a` for steps 1-5)."""
         return [(part.at(step).text, part.weight) for part in self.parts]
+
+    def texts_at_a1111_call(self, call: int) -> list[tuple[str, float]]:
+        """`(text, part weight)` of every AND part exactly as AUTOMATIC1111's sampler picks
+        them at denoiser call `call` (0-based). A1111 compares its 0-based counter with the
+        1-based `end_step`, so each text lasts one call longer than `texts_at` says (`[a:b:5]`
+        is `a` for 6 of 10 steps, `[a|b]` gives a, a, b, a, b, ...). Use this to reproduce
+        A1111's images."""
+        return [(part.at_a1111_call(call).text, part.weight) for part in self.parts]
 
     def fragments_at(self, step: int) -> list[tuple[list[tuple[str, float]], float]]:
         """`(fragments, part weight)` of every AND part in force at 1-based `step`."""
