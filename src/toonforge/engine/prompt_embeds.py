@@ -1,39 +1,31 @@
-"""Prompt -> CLIP embeddings for SD1.x, computed here rather than inside the pipeline.
+"""Weighted prompt fragments -> CLIP embeddings, as AUTOMATIC1111 computes them.
 
-Three reasons to own this path instead of passing `prompt=` to diffusers:
-- clip skip: diffusers 0.42's SD1.5 pipeline reaches for `text_encoder.text_model`, which
-  transformers >= 5.6 removed; and it skips layers for the positive prompt only, while
-  AUTOMATIC1111 and ComfyUI (whose users write these prompts) apply it to both.
-- long prompts: like AUTOMATIC1111, text beyond 75 tokens goes into further 77-token chunks
-  whose embeddings are concatenated, instead of being cut off. The CartoonMix negative prompt
-  alone needs that: its three textual inversions span about 100 vectors.
-- textual inversion: a multi-vector embedding is expanded here from token ids, so a mixed-case
-  name such as `EasyNegativeV2` works (diffusers' expansion compares against the lower-cased
-  tokens and silently falls back to the first vector), and its vectors are kept in one chunk.
-AUTOMATIC1111's weighted syntax, `(word:1.2)`, `[word]`, will be parsed here as well; for now
-the text is taken literally.
+The parsing (emphasis, BREAK, 75-token chunks) is `toonforge.prompts`; this module owns the
+tensor side, for SD1.x and for SDXL's two encoders:
+- each chunk is encoded as `<start> 75 tokens <end>` padded to 77, and the chunks' hidden
+  states are concatenated (prompts are not cut at 77 tokens);
+- every token's vector is multiplied by its fragment's weight, then the chunk is rescaled so
+  that its mean is what it was before weighting (A1111's default "Original" emphasis);
+- textual inversions are expanded here from token ids, so a mixed-case name such as
+  `EasyNegativeV2` works (diffusers' own expansion compares lower-cased tokens and silently
+  uses the first vector only), and an embedding's vectors stay in one chunk;
+- clip skip has A1111's meaning for SD1.x (1 = last layer, always through the final layer
+  norm, for the prompt and the negative prompt alike). diffusers 0.42's own clip-skip path
+  reaches for `text_encoder.text_model`, which transformers >= 5.6 removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from toonforge.engine.contract import ModelError
+from toonforge.prompts import CHUNK_LENGTH, Chunk, chunk_fragments, parse_attention
 
-CHUNK_TOKENS = 75  # 77 minus the start and end tokens
-
-
-@dataclass
-class PromptEmbeds:
-    positive: torch.Tensor  # [1, 77 * chunks, hidden]
-    negative: torch.Tensor  # same shape: the pipeline requires it
-    chunks: int
-    positive_tokens: int
-    negative_tokens: int
+Fragments = Sequence[tuple[str, float]]
 
 
 def textual_inversion_ids(tokenizer: Any, tokens: Sequence[str]) -> dict[int, list[int]]:
@@ -54,29 +46,103 @@ def textual_inversion_ids(tokenizer: Any, tokens: Sequence[str]) -> dict[int, li
     return out
 
 
-def _token_groups(
-    tokenizer: Any, text: str, embeddings: Mapping[int, list[int]]
-) -> list[list[int]]:
-    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-    # A single id, or all vectors of one textual inversion: a group is never split across
-    # chunks unless it is longer than a chunk on its own.
-    return [list(embeddings.get(i, [i])) for i in ids]
+def final_norm_layer(text_encoder: Any, clip_skip: int) -> Callable[[Any], torch.Tensor]:
+    """SD1.x: the hidden state `clip_skip` layers from the end, through the final layer norm."""
+    layers = int(text_encoder.config.num_hidden_layers)
+    if not 1 <= clip_skip <= layers:
+        raise ModelError(f"clipSkip must be between 1 and {layers} for this model, got {clip_skip}")
+    # transformers >= 5.6 flattened CLIPTextModel; older versions wrap it in `.text_model`.
+    text_model = getattr(text_encoder, "text_model", text_encoder)
+    return lambda out: text_model.final_layer_norm(out.hidden_states[-clip_skip])
 
 
-def _chunk(groups: list[list[int]]) -> list[list[int]]:
-    chunks: list[list[int]] = [[]]
-    for group in groups:
-        if chunks[-1] and len(chunks[-1]) + len(group) > CHUNK_TOKENS:
-            chunks.append([])
-        for token_id in group:
-            if len(chunks[-1]) == CHUNK_TOKENS:
-                chunks.append([])
-            chunks[-1].append(token_id)
-    return chunks
+def penultimate_layer(out: Any) -> torch.Tensor:
+    """SDXL: the penultimate hidden state, without the final layer norm."""
+    return out.hidden_states[-2]
 
 
-def _window(chunk: list[int], bos: int, eos: int, pad: int) -> list[int]:
-    return [bos, *chunk, eos] + [pad] * (CHUNK_TOKENS - len(chunk))
+@dataclass
+class ClipEncoder:
+    tokenizer: Any
+    text_encoder: Any
+    select: Callable[[Any], torch.Tensor]  # encoder output -> hidden states
+    embeddings: Mapping[int, list[int]] = field(default_factory=dict)
+    pooled: bool = False  # also return the projected pooled output (SDXL's second encoder)
+
+    def groups(self, text: str) -> list[list[int]]:
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)
+        return [list(self.embeddings.get(i, [i])) for i in ids.input_ids]
+
+    @property
+    def comma_id(self) -> int | None:
+        token_id = self.tokenizer.convert_tokens_to_ids(",</w>")
+        unk = self.tokenizer.unk_token_id
+        return None if token_id is None or token_id == unk else int(token_id)
+
+    def windows(self, chunks: Sequence[Chunk]) -> torch.Tensor:
+        tok = self.tokenizer
+        bos, eos = tok.bos_token_id, tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        rows = [[bos, *c.tokens, eos] + [pad] * (CHUNK_LENGTH - len(c.tokens)) for c in chunks]
+        return torch.tensor(rows, dtype=torch.long, device=self.text_encoder.device)
+
+
+@dataclass
+class EncodedText:
+    hidden: torch.Tensor  # [1, 77 * chunks, dim]
+    pooled: torch.Tensor | None  # [1, proj dim] for SDXL's second encoder, else None
+    chunks: int
+    tokens: int  # prompt tokens (embedding vectors counted one by one)
+
+
+def encode_fragments(encoder: ClipEncoder, fragments: Fragments) -> EncodedText:
+    chunks = chunk_fragments(fragments, encoder.groups, comma_id=encoder.comma_id)
+    input_ids = encoder.windows(chunks)
+    with torch.no_grad():
+        out = encoder.text_encoder(input_ids, output_hidden_states=True)
+        hidden = encoder.select(out)
+        weights = torch.tensor(
+            [
+                [1.0, *c.multipliers] + [1.0] * (CHUNK_LENGTH + 1 - len(c.multipliers))
+                for c in chunks
+            ],
+            dtype=hidden.dtype,
+            device=hidden.device,
+        )
+        if not torch.all(weights == 1.0):
+            # A1111's "Original" emphasis, chunk by chunk: weight, then restore the mean.
+            before = hidden.mean(dim=(1, 2), keepdim=True)
+            hidden = hidden * weights.unsqueeze(-1)
+            after = hidden.mean(dim=(1, 2), keepdim=True)
+            hidden = hidden * (before / after)
+    pooled = None
+    if encoder.pooled:
+        # The pooled vector of the first chunk, as A1111 does for SDXL.
+        pooled = out.text_embeds[:1]
+    n, length, dim = hidden.shape
+    return EncodedText(
+        hidden=hidden.reshape(1, n * length, dim),
+        pooled=pooled,
+        chunks=n,
+        tokens=sum(len(c.tokens) for c in chunks),
+    )
+
+
+def pad_chunks(hidden: torch.Tensor, chunks: int, empty: torch.Tensor) -> torch.Tensor:
+    """Append encoded empty chunks (`empty`: [1, 77, dim]) until `hidden` has `chunks`."""
+    have = hidden.shape[1] // empty.shape[1]
+    if have >= chunks:
+        return hidden
+    return torch.cat([hidden, empty.repeat(1, chunks - have, 1)], dim=1)
+
+
+@dataclass
+class PromptEmbeds:
+    positive: torch.Tensor  # [1, 77 * chunks, hidden]
+    negative: torch.Tensor  # same shape: classifier-free guidance batches them
+    chunks: int
+    positive_tokens: int
+    negative_tokens: int
 
 
 def encode_prompts(
@@ -87,41 +153,19 @@ def encode_prompts(
     clip_skip: int,
     embeddings: Mapping[int, list[int]] | None = None,
 ) -> PromptEmbeds:
-    """Embeddings for the prompt and the negative prompt, same length, on the encoder's device.
-
-    `clip_skip` has AUTOMATIC1111's meaning: 1 uses the last layer, N uses the output of the
-    N-th layer from the end, always through the final layer norm.
-    """
-    layers = int(text_encoder.config.num_hidden_layers)
-    if not 1 <= clip_skip <= layers:
-        raise ModelError(f"clipSkip must be between 1 and {layers} for this model, got {clip_skip}")
-    embeddings = embeddings or {}
-    pos_groups = _token_groups(tokenizer, prompt, embeddings)
-    neg_groups = _token_groups(tokenizer, negative_prompt, embeddings)
-    pos_chunks, neg_chunks = _chunk(pos_groups), _chunk(neg_groups)
-    # The pipeline needs equal shapes for CFG: pad the shorter side with empty chunks, as
-    # AUTOMATIC1111 does.
-    count = max(len(pos_chunks), len(neg_chunks))
-    pos_chunks += [[] for _ in range(count - len(pos_chunks))]
-    neg_chunks += [[] for _ in range(count - len(neg_chunks))]
-
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    windows = [_window(c, bos, eos, pad) for c in pos_chunks + neg_chunks]
-    device = text_encoder.device
-    input_ids = torch.tensor(windows, dtype=torch.long, device=device)
-    # transformers >= 5.6 flattened CLIPTextModel; older versions wrap it in `.text_model`.
-    text_model = getattr(text_encoder, "text_model", text_encoder)
-    with torch.no_grad():
-        out = text_encoder(input_ids, output_hidden_states=True)
-        hidden = text_model.final_layer_norm(out.hidden_states[-clip_skip])
-    dim = hidden.shape[-1]
-    positive = hidden[:count].reshape(1, count * hidden.shape[1], dim)
-    negative = hidden[count:].reshape(1, count * hidden.shape[1], dim)
+    """SD1.x embeddings of a prompt pair with emphasis and BREAK (no scheduling: see
+    `conditioning` for that), padded to the same length as A1111 pads them."""
+    encoder = ClipEncoder(
+        tokenizer, text_encoder, final_norm_layer(text_encoder, clip_skip), embeddings or {}
+    )
+    pos = encode_fragments(encoder, parse_attention(prompt))
+    neg = encode_fragments(encoder, parse_attention(negative_prompt))
+    empty = encode_fragments(encoder, [("", 1.0)]).hidden
+    count = max(pos.chunks, neg.chunks)
     return PromptEmbeds(
-        positive=positive,
-        negative=negative,
+        positive=pad_chunks(pos.hidden, count, empty),
+        negative=pad_chunks(neg.hidden, count, empty),
         chunks=count,
-        positive_tokens=sum(len(g) for g in pos_groups),
-        negative_tokens=sum(len(g) for g in neg_groups),
+        positive_tokens=pos.tokens,
+        negative_tokens=neg.tokens,
     )

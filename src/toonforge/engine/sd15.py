@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Manifest
+from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
-    GenerationInterrupted,
     GenerationResult,
     ModelError,
     StepCallback,
@@ -29,8 +30,14 @@ from toonforge.engine.contract import (
 )
 from toonforge.engine.png import a1111_parameters, png_bytes
 from toonforge.engine.pool import module_bytes
-from toonforge.engine.prompt_embeds import encode_prompts, textual_inversion_ids
+from toonforge.engine.prompt_embeds import (
+    ClipEncoder,
+    encode_fragments,
+    final_norm_layer,
+    textual_inversion_ids,
+)
 from toonforge.engine.schedulers import make_scheduler
+from toonforge.engine.sd_sampling import callback_errors, denoise
 from toonforge.engine.weights import ResolvedWeights, resolve_weights
 
 logger = logging.getLogger("toonforge.engine")
@@ -208,53 +215,43 @@ def generate_sd15(
     req = _Request.from_params(params)
     pipe = model.pipe
     started = time.monotonic()
-    pipe.scheduler = make_scheduler(req.scheduler, model.scheduler_config)
-    embeds = encode_prompts(
+    device = model.device
+    scheduler = make_scheduler(req.scheduler, model.scheduler_config)
+    pipe.scheduler = scheduler  # what the pipeline object reports; the loop below uses it
+    encoder = ClipEncoder(
         pipe.tokenizer,
         pipe.text_encoder,
+        final_norm_layer(pipe.text_encoder, req.clip_skip),
+        model.embedding_ids,
+    )
+    schedule = PromptSchedule(
+        lambda fragments: encode_fragments(encoder, fragments),
         req.prompt,
         req.negative_prompt,
-        req.clip_skip,
-        model.embedding_ids,
+        req.steps,
     )
     seeds = [req.seed + i for i in range(req.samples)]
     # One CPU generator per sample: image i depends only on seed + i, so it can be
     # reproduced alone with samples=1, and CPU noise is the same on every device.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    state: dict[str, Any] = {"interrupted": False, "callback_error": None}
-
-    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        # A failing callback must surface as itself, not as a model error: record it and
-        # stop between steps.
-        try:
-            on_step(step + 1, p.num_timesteps)
-            if should_stop():
-                state["interrupted"] = True
-        except Exception as exc:
-            state["callback_error"] = exc
-        if state["interrupted"] or state["callback_error"] is not None:
-            p._interrupt = True
-        return kwargs
-
-    with _model_errors(req):
-        latents = pipe(
-            prompt_embeds=embeds.positive.to(model.dtype),
-            negative_prompt_embeds=embeds.negative.to(model.dtype),
-            num_images_per_prompt=req.samples,
-            num_inference_steps=req.steps,
-            guidance_scale=req.scale,
-            width=req.width,
-            height=req.height,
-            generator=generators,
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).images
-    if state["callback_error"] is not None:
-        raise state["callback_error"]
-    if state["interrupted"]:
-        # Stopped before decoding: a killed task should free the worker at once.
-        raise GenerationInterrupted("generation was stopped between steps")
-    with _model_errors(req):
+    with callback_errors(), _model_errors(req):
+        scheduler.set_timesteps(req.steps, device=device)
+        scale = pipe.vae_scale_factor
+        shape = (req.samples, pipe.unet.config.in_channels, req.height // scale, req.width // scale)
+        latents = randn_tensor(shape, generator=generators, device=device, dtype=model.dtype)
+        latents = latents * scheduler.init_noise_sigma
+        latents = denoise(
+            pipe.unet,
+            scheduler,
+            latents,
+            scheduler.timesteps,
+            conditioning=lambda i: schedule.at(i + 1),
+            guidance=req.scale,
+            generators=generators,
+            on_step=on_step,
+            should_stop=should_stop,
+        )
+        # Decoded one sample at a time: the VAE at full resolution is SD1.5's memory peak.
         images = [_decode(pipe, latents[i : i + 1]) for i in range(req.samples)]
 
     tiny = model.weights.tiny
@@ -295,7 +292,7 @@ def generate_sd15(
         "width": req.width,
         "height": req.height,
         "samples": req.samples,
-        "prompt_chunks": embeds.chunks,
+        **schedule.describe(),
         "elapsed_seconds": round(time.monotonic() - started, 3),
     }
     return GenerationResult(files=files, info=info)
@@ -321,4 +318,3 @@ def _decode(pipe: Any, latents: torch.Tensor) -> Any:
     with torch.no_grad():
         pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
     return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
-
