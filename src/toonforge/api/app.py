@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toonforge import __version__
-from toonforge.api import routes_files, routes_run, routes_task, routes_tool, socket
+from toonforge.api import (
+    routes_files,
+    routes_private,
+    routes_run,
+    routes_task,
+    routes_tool,
+    socket,
+)
 from toonforge.api.envelope import GENERAL, ApiError, error_body, error_response
 from toonforge.callbacks.dispatcher import CallbackDispatcher
 from toonforge.services import Services
@@ -40,7 +47,7 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         redoc_url=None,
     )
     app.state.services = services
-    for module in (routes_run, routes_task, routes_tool, routes_files, socket):
+    for module in (routes_run, routes_task, routes_tool, routes_files, routes_private, socket):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
+from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
+from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
 
 router = APIRouter()
@@ -32,8 +37,9 @@ def run(
                 {"code": GENERAL, "message": manifest.engine_note or "engine not available"},
             ],
         )
+    body, extra_options = private_model_options(session, project.id, manifest, body)
     try:
-        params = validate_inputs(manifest, body)
+        params = validate_inputs(manifest, body, extra_options)
     except InvalidInputs as exc:
         raise ApiError(
             exc.issues[0].message,
@@ -59,3 +65,25 @@ def run(
             code=CONCURRENCY,
         ) from exc
     return ok(taskid=str(task.id), socketaccesstoken=task.socket_token)
+
+
+PRIVATE_INPUT = "selectedModelPrivate"
+
+
+def private_model_options(
+    session: Session, project_id: int, manifest: Manifest, body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Check `selectedModelPrivate` against the calling project's own models: the value (an
+    id or a name) becomes the model's id; another project's model is "not found" exactly like
+    one that does not exist."""
+    raw = body.get(PRIVATE_INPUT)
+    if manifest.input(PRIVATE_INPUT) is None or raw is None or str(raw).strip() == "":
+        return body, {}
+    value = str(raw).strip()
+    model = find_private_model(session, project_id, value)
+    if model is None:
+        message = (
+            f"Request parameter [{PRIVATE_INPUT}] private model {value!r} not found in this project"
+        )
+        raise ApiError(message, errors=[{"code": GENERAL, "message": message}])
+    return {**body, PRIVATE_INPUT: str(model.id)}, {PRIVATE_INPUT: [str(model.id)]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +92,10 @@ def _text(spec: InputSpec, raw: Any) -> tuple[str | None, str | None]:
     return value, None
 
 
-def _select(spec: InputSpec, raw: Any) -> tuple[str | None, str | None]:
+def _select(spec: InputSpec, raw: Any, extra: Sequence[str] = ()) -> tuple[str | None, str | None]:
     value = str(raw)
-    allowed = [o.value for o in spec.options or []]
+    # `extra`: options that depend on the caller (a project's private models).
+    allowed = [o.value for o in spec.options or []] + list(extra)
     # The page's own default may lie outside its options (animate-diff's "60"); the engine
     # gives it a documented meaning, so it is accepted as the default it is.
     if value in allowed or value == str(spec.default):
@@ -110,8 +112,15 @@ def _is_absent(spec: InputSpec, raw: Any) -> bool:
     return spec.type in ("number", "float", "range") and isinstance(raw, str) and not raw.strip()
 
 
-def validate_inputs(manifest: Manifest, body: dict[str, Any]) -> dict[str, Any]:
-    """Return the parameters as they will run (typed, defaults filled, seed chosen)."""
+def validate_inputs(
+    manifest: Manifest,
+    body: dict[str, Any],
+    extra_options: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Return the parameters as they will run (typed, defaults filled, seed chosen).
+
+    `extra_options` adds caller-specific values to select inputs (a project's own private
+    models for `selectedModelPrivate`)."""
     issues: list[ValidationIssue] = []
     params: dict[str, Any] = {}
     for spec in manifest.inputs:
@@ -129,7 +138,7 @@ def validate_inputs(manifest: Manifest, body: dict[str, Any]) -> dict[str, Any]:
         elif spec.type in ("number", "float", "range"):
             value, err = _number(spec, raw)
         elif spec.type == "select":
-            value, err = _select(spec, raw)
+            value, err = _select(spec, raw, (extra_options or {}).get(spec.name, ()))
         else:
             value, err = _text(spec, raw)
         if err:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -152,3 +153,28 @@ class CallbackAttempt(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PrivateModel(Base):
+    """A base checkpoint a project registered itself (AnimateDiff's `selectedModelPrivate`).
+
+    Only its own project sees it; the file lives at `<data>/private_models/<id>.safetensors`.
+    """
+
+    __tablename__ = "private_models"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_private_model_name"),
+        # Never reuse an id on SQLite: a task queued for a removed model must not run another.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(32))  # "sd15"
+    file_name: Mapped[str] = mapped_column(String(255))  # as uploaded
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)

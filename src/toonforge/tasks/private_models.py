@@ -1,0 +1,196 @@
+"""Private base models: SD1.5 checkpoints a project registers for its own use.
+
+A project registers a single-file `.safetensors` SD1.5 checkpoint (LDM layout, as SD1.5
+fine-tunes are published) under a name; AnimateDiff's `selectedModelPrivate` then takes the
+model's id (or its name). A project never sees another project's models: lookups always filter
+on the project, and a model of another project answers exactly like one that does not exist.
+
+The file is checked without torch (the API process never imports it): the safetensors header
+is parsed by hand and must hold the three SD1.5 parts (UNet, VAE, CLIP text encoder).
+The accepted file is stored at `<data>/private_models/<id>.safetensors`, where workers find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from toonforge.settings import Settings
+from toonforge.tasks.models import PrivateModel
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+# The parts every SD1.x single-file checkpoint holds, by key prefix (LDM layout).
+SD15_PREFIXES = {
+    "model.diffusion_model.": "UNet",
+    "first_stage_model.": "VAE",
+    "cond_stage_model.transformer.": "CLIP text encoder",
+}
+
+
+class PrivateModelError(ValueError):
+    """A registration that cannot be accepted; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    tensors: int
+    size: int
+
+
+def private_models_dir(settings: Settings) -> Path:
+    return settings.data_dir / "private_models"
+
+
+def checkpoint_path(settings: Settings, model_id: int) -> Path:
+    return private_models_dir(settings) / f"{model_id}.safetensors"
+
+
+def check_checkpoint(path: Path) -> CheckpointInfo:
+    """Check that `path` is a safetensors SD1.5 checkpoint, reading only its header."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise PrivateModelError("the file is not a safetensors checkpoint (too short)")
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER_BYTES or 8 + length > size:
+            raise PrivateModelError("the file is not a safetensors checkpoint (bad header)")
+        try:
+            header: dict[str, Any] = json.loads(f.read(length))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PrivateModelError("the file is not a safetensors checkpoint") from exc
+    if not isinstance(header, dict):
+        raise PrivateModelError("the file is not a safetensors checkpoint")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = 0
+    for key, meta in tensors.items():
+        offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            raise PrivateModelError(f"the file is not a safetensors checkpoint (tensor {key})")
+        end = max(end, int(offsets[1]))
+    if 8 + length + end != size:
+        raise PrivateModelError("the checkpoint file is truncated or has trailing data")
+    missing = [
+        part
+        for prefix, part in SD15_PREFIXES.items()
+        if not any(k.startswith(prefix) for k in tensors)
+    ]
+    if missing:
+        raise PrivateModelError(
+            "not a single-file SD 1.5 checkpoint: no " + ", ".join(missing) + " weights "
+            "(expected LDM-layout keys such as model.diffusion_model.*)"
+        )
+    return CheckpointInfo(tensors=len(tensors), size=size)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise PrivateModelError(
+            "name must be 1-100 characters: letters, digits, space, '.', '_' or '-'"
+        )
+    if name.isdigit():
+        raise PrivateModelError("name must not be a number (numbers are model ids)")
+    return name
+
+
+def add_private_model(
+    session: Session,
+    settings: Settings,
+    *,
+    project_id: int,
+    name: str,
+    source: Path | BinaryIO,
+    file_name: str = "",
+) -> PrivateModel:
+    """Check and copy the checkpoint, then record it. The caller commits the session; the
+    file is removed again if the commit does not happen (see `discard_file`)."""
+    name = _check_name(name)
+    if find_private_model(session, project_id, name) is not None:
+        raise PrivateModelError(f"a private model named {name!r} already exists")
+    folder = private_models_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload-{uuid.uuid4().hex}"
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            stream = source.open("rb") if isinstance(source, Path) else source
+            try:
+                while chunk := stream.read(1024 * 1024):
+                    digest.update(chunk)
+                    out.write(chunk)
+            finally:
+                if isinstance(source, Path):
+                    stream.close()
+        info = check_checkpoint(tmp)
+        if not file_name:
+            file_name = source.name if isinstance(source, Path) else "checkpoint.safetensors"
+        model = PrivateModel(
+            project_id=project_id,
+            name=name,
+            family="sd15",
+            file_name=Path(file_name).name[:255],
+            size=info.size,
+            sha256=digest.hexdigest(),
+            created_at=time.time(),
+        )
+        session.add(model)
+        session.flush()  # assigns the id, which names the file
+        os.replace(tmp, checkpoint_path(settings, model.id))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return model
+
+
+def discard_file(settings: Settings, model_id: int) -> None:
+    checkpoint_path(settings, model_id).unlink(missing_ok=True)
+
+
+def list_private_models(session: Session, project_id: int) -> list[PrivateModel]:
+    query = select(PrivateModel).where(PrivateModel.project_id == project_id)
+    return list(session.scalars(query.order_by(PrivateModel.id)))
+
+
+def find_private_model(session: Session, project_id: int, value: str) -> PrivateModel | None:
+    """The project's model named by id or by name; None for unknown and other projects'."""
+    value = str(value).strip()
+    query = select(PrivateModel).where(PrivateModel.project_id == project_id)
+    if value.isdigit():
+        return session.scalar(query.where(PrivateModel.id == int(value)))
+    return session.scalar(query.where(PrivateModel.name == value))
+
+
+def remove_private_model(session: Session, project_id: int, value: str) -> PrivateModel | None:
+    """Delete the record; the caller commits, then removes the file with `discard_file`."""
+    model = find_private_model(session, project_id, value)
+    if model is None:
+        return None
+    session.delete(model)
+    session.flush()
+    return model
+
+
+def record(model: PrivateModel) -> dict[str, str]:
+    """The API's view of a private model (strings, as every number in the envelope)."""
+    return {
+        "id": str(model.id),
+        "name": model.name,
+        "family": model.family,
+        "filename": model.file_name,
+        "size": str(model.size),
+        "sha256": model.sha256,
+        "createtime": str(int(model.created_at)),
+    }
