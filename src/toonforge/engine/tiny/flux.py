@@ -34,7 +34,7 @@ from toonforge.engine.tiny._cache import build_once
 from toonforge.engine.tiny.tokenizer import CORPUS, special_token_ids, write_clip_tokenizer
 
 # Bump when the architecture or the init changes: old builds stay in their own folder.
-VERSION = "v1"
+VERSION = "v2"
 SEED = 4321
 BASE_REPO = "black-forest-labs/FLUX.1-dev"
 
@@ -189,6 +189,7 @@ def build_flux_models(tokenizer_dir: Path, t5_dir: Path, size: FluxSize) -> dict
             guidance_embeds=True,  # FLUX.1-dev is guidance-distilled
             axes_dims_rope=size.axes_dims_rope,
         )
+        _sharpen_text_attention(transformer)
         torch.manual_seed(SEED + 1)
         vae = AutoencoderKL(
             in_channels=3,
@@ -248,6 +249,24 @@ def build_flux_models(tokenizer_dir: Path, t5_dir: Path, size: FluxSize) -> dict
     }
 
 
+# A trained FLUX attends sharply to the prompt's tokens. A random one spreads attention evenly
+# over 512 mostly-padding T5 tokens, so a different T5 text moved pixels by under one level.
+# Sharper attention (QK-norm gains) and stronger text values make the T5 text matter as much
+# as the CLIP-L text does.
+QK_NORM_GAIN = 3.0
+TEXT_VALUE_GAIN = 4.0
+
+
+def _sharpen_text_attention(transformer: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for name, module in transformer.named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+                module.weight.mul_(QK_NORM_GAIN)
+            elif leaf == "add_v_proj":
+                module.weight.mul_(TEXT_VALUE_GAIN)
+
+
 def _build(folder: Path, size: FluxSize) -> None:
     from diffusers import FluxPipeline
 
@@ -262,6 +281,9 @@ def _build(folder: Path, size: FluxSize) -> None:
     # The hub repo ships CLIP's vocab.json + merges.txt: mirror it.
     shutil.rmtree(base / "tokenizer")
     (work / "clip").rename(base / "tokenizer")
+    # tokenizer_2 as in the hub repo: spiece.model beside tokenizer.json (transformers 5 saves
+    # only the latter).
+    shutil.copy(work / "t5" / "spiece.model", base / "tokenizer_2" / "spiece.model")
     shutil.rmtree(work)
     (folder / "size.json").write_text(json.dumps(asdict(size)))
     transformer = parts["transformer"]
