@@ -60,8 +60,14 @@ class PromptSchedule:
         return self._cache[key]
 
     def at(self, step: int) -> StepConditioning:
-        """The conditioning for 1-based `step` (steps past the plan keep its last texts)."""
-        step = min(max(step, 1), self.steps)
+        """The conditioning for the sampler's 0-based step `step`.
+
+        As in AUTOMATIC1111 (`reconstruct_cond_batch(c, current_step)`), the 0-based step is
+        compared with the schedule's `end_step` (`current_step <= end_at_step`): the text of a
+        segment ending at N is in force for sampler steps 0..N, i.e. one step longer than the
+        numbers suggest. Reproduced so that a prompt ported from A1111 gives its images.
+        """
+        step = min(max(step, 0), self.steps)
         if step not in self._steps:
             neg = self._encoded(self.negative_plan.fragments_at(step)[0][0])
             pos = [(self._encoded(f), w) for f, w in self.positive_plan.fragments_at(step)]
@@ -87,14 +93,17 @@ class PromptSchedule:
         """What the task's debugoutput shows of the prompt: parts, schedules, notes."""
 
         def segments(p: PromptPlan) -> list[dict[str, Any]]:
+            # In 1-based sampling steps as really run (see `at`): a segment ending at N
+            # covers sampler steps up to N + 1; one that starts past the end never runs.
             out = []
             for part in p.parts:
                 start = 1
                 for seg in part.schedule:
-                    out.append(
-                        {"weight": part.weight, "steps": [start, seg.end_step], "text": seg.text}
-                    )
-                    start = seg.end_step + 1
+                    end = min(seg.end_step + 1, self.steps)
+                    if start <= end:
+                        span = [start, end]
+                        out.append({"weight": part.weight, "steps": span, "text": seg.text})
+                    start = end + 1
             return out
 
         info: dict[str, Any] = {

@@ -245,7 +245,7 @@ def generate_sd15(
             scheduler,
             latents,
             scheduler.timesteps,
-            conditioning=lambda i: schedule.at(i + 1),
+            conditioning=schedule.at,
             guidance=req.scale,
             generators=generators,
             on_step=on_step,
