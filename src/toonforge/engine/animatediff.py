@@ -225,7 +225,7 @@ def _load_motion(
     started = time.monotonic()
     try:
         adapter = MotionAdapter.from_pretrained(
-            str(adapter_dir), torch_dtype=dtype, local_files_only=True
+            str(adapter_dir), dtype=dtype, local_files_only=True
         )
         unet = UNetMotionModel.from_unet2d(base.pipe.unet, adapter)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
