@@ -19,7 +19,7 @@ from toonforge.catalog import load_catalog
 from toonforge.catalog.manifest import Manifest, WeightFile
 from toonforge.catalog.validation import validate_inputs
 from toonforge.engine.contract import GenerationInterrupted, ModelError, WeightsMissing
-from toonforge.settings import Settings, load_settings
+from toonforge.settings import load_settings
 
 TOOL = "wiro/animate-diff"
 
@@ -158,7 +158,7 @@ def test_real_weights_share_the_sd15_part_with_an_image_tool(
     models = tmp_path / "models"
     settings = load_settings(data_dir=tmp_path / "data", models_dir=models, device="cpu")
     runtime = EngineRuntime(settings)
-    with pytest.raises(WeightsMissing, match="SDVN4-3DCuteVN.safetensors"):
+    with pytest.raises(WeightsMissing, match=r"SDVN4-3DCuteVN\.safetensors"):
         runtime.prepare(manifest, small(selectedModel="969"))
     _real_layout(models, tiny_root, manifest)
     # An image tool whose checkpoint is the same file as the video tool's base 969.
