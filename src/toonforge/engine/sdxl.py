@@ -1,0 +1,649 @@
+"""Stable Diffusion XL family: SDXL base + the tool's LoRAs + the SDXL refiner.
+
+Parts in the shared pool:
+- `sdxl-base:<stamp>`: a `StableDiffusionXLPipeline` from a diffusers folder. Tools' LoRAs are
+  loaded onto it as named adapters (once per file) and switched per request with
+  `set_adapters`; another SDXL tool with other LoRAs on the same base reuses the same part.
+- `sdxl-refiner:<stamp>`: a `StableDiffusionXLImg2ImgPipeline` built with the base's
+  `text_encoder_2` and `vae` (the refiner repository's own copies are never loaded), only when a
+  request runs the refiner.
+
+The refiner runs as an "ensemble of experts": the base denoises the high-noise part of the
+schedule (`denoising_end=highNoiseFrac`, latents out), the refiner the rest
+(`denoising_start=highNoiseFrac`). Both get prompt embeddings computed here by
+`encode_prompts_sdxl`, never prompt strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+
+from toonforge.catalog.manifest import Lora, Manifest
+from toonforge.engine.context import EngineContext
+from toonforge.engine.contract import (
+    GeneratedFile,
+    GenerationInterrupted,
+    GenerationResult,
+    ModelError,
+    StepCallback,
+    StopCheck,
+)
+from toonforge.engine.png import png_bytes
+from toonforge.engine.pool import module_bytes
+from toonforge.engine.schedulers import make_scheduler
+from toonforge.engine.weights import resolve_file, resolve_repo, stamp
+from toonforge.settings import Settings
+
+logger = logging.getLogger("toonforge.engine")
+
+MAX_SEED = 2**64 - 1
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+# The Retro-Cartoons page's `refiner` select: "" is labelled YES, this value NO.
+REFINER_NO = "--only_base_model"
+REFINER_YES = ""
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SdxlWeights:
+    tiny: bool
+    base_dir: Path
+    refiner_dir: Path | None  # None when the request does not run the refiner
+    loras: tuple[tuple[Lora, Path], ...] = ()
+
+
+def resolve_sdxl(settings: Settings, manifest: Manifest, refiner: bool) -> SdxlWeights:
+    """Every file the request needs, before anything is loaded: a missing LoRA fails at once
+    with the message saying how to provide it, not after the base took a minute to load."""
+    backend = manifest.backend
+    if backend.family != "sdxl":
+        raise ModelError(f"{manifest.key}: not an sdxl tool ({backend.family})")
+    if refiner and not backend.refiner_repo:
+        raise ModelError(f"refiner: {manifest.key} names no refiner repository")
+    if settings.tiny:
+        from toonforge.engine.tiny.sdxl import ensure_tiny_lora, ensure_tiny_sdxl
+
+        paths = ensure_tiny_sdxl(settings.tiny_models_dir)
+        loras = tuple(
+            (lora, ensure_tiny_lora(paths, Path(lora.file).name)) for lora in backend.loras
+        )
+        return SdxlWeights(True, paths.base_dir, paths.refiner_dir if refiner else None, loras)
+    if backend.checkpoint is not None:
+        raise ModelError(f"{manifest.key}: single-file SDXL checkpoints are not supported yet")
+    if not backend.base_repo:
+        raise ModelError(f"{manifest.key}: the manifest names no SDXL base repository")
+    loras = tuple((lora, resolve_file(settings, manifest, lora)) for lora in backend.loras)
+    base_dir = resolve_repo(settings, manifest, backend.base_repo, "model_index.json")
+    refiner_dir = None
+    if refiner:
+        assert backend.refiner_repo is not None
+        refiner_dir = resolve_repo(settings, manifest, backend.refiner_repo, "model_index.json")
+    return SdxlWeights(False, base_dir, refiner_dir, loras)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.is_file())
+
+
+# --- loaded parts ----------------------------------------------------------------------------
+
+
+@dataclass
+class SdxlBase:
+    pipe: Any  # StableDiffusionXLPipeline
+    source: Path
+    scheduler_config: dict[str, Any]
+    # adapter name -> stamp of the LoRA file it was loaded from
+    adapters: dict[str, str] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        p = self.pipe
+        return module_bytes(p.unet, p.vae, p.text_encoder, p.text_encoder_2)
+
+
+@dataclass
+class SdxlRefiner:
+    pipe: Any  # StableDiffusionXLImg2ImgPipeline sharing text_encoder_2 and vae with a base
+    source: Path
+    scheduler_config: dict[str, Any]
+    load_seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        return module_bytes(self.pipe.unet)  # the rest belongs to the base part
+
+
+@dataclass
+class SdxlModel:
+    """What one request uses: the shared base, the active adapters, the refiner if any."""
+
+    base: SdxlBase
+    refiner: SdxlRefiner | None
+    weights: SdxlWeights
+    device: torch.device
+    dtype: torch.dtype
+    active: list[tuple[str, float]] = field(default_factory=list)  # (adapter, weight)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": "sdxl",
+            "tiny": self.weights.tiny,
+            "loaded_from": str(self.base.source),
+            "refiner_from": str(self.refiner.source) if self.refiner else None,
+            "refiner_loaded": self.refiner is not None,
+            "loras": [
+                {"name": lora.name, "file": str(path), "weight": lora.weight}
+                for lora, path in self.weights.loras
+            ],
+            "adapters_on_base": sorted(self.base.adapters),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def load_base(path: Path, device: torch.device, dtype: torch.dtype) -> SdxlBase:
+    from diffusers import StableDiffusionXLPipeline
+
+    started = time.monotonic()
+    try:
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, add_watermarker=False
+        )
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load the SDXL base from {path}: {exc}") from exc
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return SdxlBase(
+        pipe, path, dict(pipe.scheduler.config), load_seconds=time.monotonic() - started
+    )
+
+
+def load_refiner(path: Path, base: SdxlBase, dtype: torch.dtype) -> SdxlRefiner:
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    started = time.monotonic()
+    try:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+            str(path),
+            text_encoder_2=base.pipe.text_encoder_2,
+            vae=base.pipe.vae,
+            dtype=dtype,
+            local_files_only=True,
+            add_watermarker=False,
+        )
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load the SDXL refiner from {path}: {exc}") from exc
+    pipe.to(base.pipe.device)
+    pipe.set_progress_bar_config(disable=True)
+    return SdxlRefiner(
+        pipe, path, dict(pipe.scheduler.config), load_seconds=time.monotonic() - started
+    )
+
+
+def adapter_name(lora: Lora, path: Path) -> str:
+    """Unique per file version: a replaced LoRA file is loaded again under a new name."""
+    digest = hashlib.sha1(stamp(path).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{lora.name}_{digest}")
+
+
+def ensure_adapters(
+    base: SdxlBase, loras: tuple[tuple[Lora, Path], ...]
+) -> list[tuple[str, float]]:
+    """Load each LoRA onto the base once (Kohya/A1111 or diffusers naming, diffusers converts
+    Kohya's itself) and make exactly these adapters active at the manifest's weights."""
+    pipe = base.pipe
+    active = []
+    for lora, path in loras:
+        name = adapter_name(lora, path)
+        if name not in base.adapters:
+            stale = [n for n in base.adapters if n.startswith(f"{lora.name}_") and n != name]
+            if stale:
+                pipe.delete_adapters(stale)
+                for n in stale:
+                    base.adapters.pop(n)
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            except _LOAD_ERRORS as exc:
+                raise ModelError(f"could not load LoRA {lora.name!r} from {path}: {exc}") from exc
+            base.adapters[name] = stamp(path)
+        active.append((name, float(lora.weight)))
+    if active:
+        pipe.enable_lora()
+        pipe.set_adapters([n for n, _ in active], adapter_weights=[w for _, w in active])
+    elif base.adapters:
+        pipe.disable_lora()  # another tool's LoRAs stay loaded, but off
+    return active
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def _param(params: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in params:
+        raise ModelError(f"{name}: missing parameter")
+    value = params[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and value is None:
+        value = ""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def wants_refiner(manifest: Manifest, params: dict[str, Any]) -> bool:
+    """The page's select: "" (YES, default) runs the refiner, "--only_base_model" (NO) not.
+    A tool without the input runs the refiner when its manifest names one."""
+    if manifest.input("refiner") is None:
+        return bool(manifest.backend.refiner_repo)
+    value = _param(params, "refiner", str)
+    if value not in (REFINER_YES, REFINER_NO):
+        raise ModelError(f"refiner: expected '' (YES) or {REFINER_NO!r} (NO), got {value!r}")
+    return value == REFINER_YES
+
+
+@dataclass
+class _Request:
+    prompt: str
+    negative_prompt: str
+    samples: int
+    steps: int
+    scale: float
+    seed: int
+    width: int
+    height: int
+    scheduler: str
+    refiner: bool
+    high_noise_frac: float
+    steps_refiner: int
+
+    @classmethod
+    def from_params(cls, manifest: Manifest, params: dict[str, Any]) -> _Request:
+        refiner = wants_refiner(manifest, params)
+        req = cls(
+            prompt=_param(params, "prompt", str),
+            negative_prompt=_param(params, "negativePrompt", str),
+            samples=_param(params, "samples", int),
+            steps=_param(params, "steps", int),
+            scale=_param(params, "scale", float),
+            seed=_param(params, "seed", int),
+            width=_param(params, "width", int),
+            height=_param(params, "height", int),
+            scheduler=_param(params, "scheduler", str),
+            refiner=refiner,
+            # Only read when the refiner runs: base-only tools need not declare them.
+            high_noise_frac=_param(params, "highNoiseFrac", float) if refiner else 1.0,
+            steps_refiner=_param(params, "stepsRefiner", int) if refiner else 0,
+        )
+        for name, value in (("samples", req.samples), ("steps", req.steps)):
+            if value < 1:
+                raise ModelError(f"{name} must be at least 1, got {value}")
+        if refiner and req.steps_refiner < 1:
+            raise ModelError(f"stepsRefiner must be at least 1, got {req.steps_refiner}")
+        if refiner and not 0.0 < req.high_noise_frac <= 1.0:
+            raise ModelError(
+                f"highNoiseFrac must be above 0 and at most 1 with the refiner on, got "
+                f"{req.high_noise_frac}: the base must denoise part of the way"
+            )
+        for name, value in (("width", req.width), ("height", req.height)):
+            if value < 8 or value % 8:
+                raise ModelError(f"{name} must be a positive multiple of 8, got {value}")
+        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
+            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
+        return req
+
+
+def model_for(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> SdxlModel:
+    """The base (with this tool's adapters active) and, if the request runs it, the refiner."""
+    weights = resolve_sdxl(ctx.settings, manifest, wants_refiner(manifest, params))
+    if weights.tiny:
+        logger.warning(
+            "OFFLINE MODE: tiny stand-in SDXL weights for %s (random weights from %s); "
+            "outputs are not the real model's",
+            manifest.key,
+            weights.base_dir,
+        )
+    base: SdxlBase = ctx.part(
+        f"sdxl-base:{stamp(weights.base_dir)}",
+        lambda: load_base(weights.base_dir, ctx.device, ctx.dtype),
+        _folder_bytes(weights.base_dir),
+    )
+    active = ensure_adapters(base, weights.loras)
+    refiner: SdxlRefiner | None = None
+    if weights.refiner_dir is not None:
+        refiner_dir = weights.refiner_dir
+        refiner = ctx.part(
+            f"sdxl-refiner:{stamp(refiner_dir)}",
+            lambda: load_refiner(refiner_dir, base, ctx.dtype),
+            _folder_bytes(refiner_dir / "unet"),
+        )
+        if refiner.pipe.vae is not base.pipe.vae:
+            # The base was evicted and loaded again since: share the current copies.
+            refiner.pipe.register_modules(
+                vae=base.pipe.vae, text_encoder_2=base.pipe.text_encoder_2
+            )
+    return SdxlModel(base, refiner, weights, ctx.device, ctx.dtype, active)
+
+
+def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
+    model = model_for(ctx, manifest, params)
+    seconds = model.base.load_seconds + (model.refiner.load_seconds if model.refiner else 0.0)
+    return {**model.describe(), "load_seconds": round(seconds, 3)}
+
+
+# --- prompt embeddings -----------------------------------------------------------------------
+
+
+@dataclass
+class SdxlEmbeds:
+    """Inputs of the base (both encoders) and of the refiner (second encoder only)."""
+
+    prompt_embeds: torch.Tensor  # [1, 77, te1 + te2 hidden]
+    pooled: torch.Tensor  # [1, te2 projection]
+    negative: torch.Tensor
+    negative_pooled: torch.Tensor
+    refiner_prompt_embeds: torch.Tensor  # [1, 77, te2 hidden]
+    refiner_pooled: torch.Tensor
+    refiner_negative: torch.Tensor
+    refiner_negative_pooled: torch.Tensor
+    truncated: bool  # a prompt was longer than one 77-token window
+
+
+def _encode(tokenizer: Any, encoder: Any, text: str) -> tuple[torch.Tensor, Any, bool]:
+    ids = tokenizer(
+        text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
+    ).input_ids
+    full = tokenizer(text, truncation=False, verbose=False).input_ids
+    input_ids = torch.tensor([ids], dtype=torch.long, device=encoder.device)
+    out = encoder(input_ids, output_hidden_states=True)
+    # SDXL conditions on the penultimate layer, without the final layer norm (diffusers'
+    # encode_prompt with clip_skip=None); the second encoder's projected pooled output feeds
+    # the added time embedding.
+    return out.hidden_states[-2], out, len(full) > len(ids)
+
+
+def encode_prompts_sdxl(model: SdxlModel, prompt: str, negative_prompt: str) -> SdxlEmbeds:
+    """The single place prompts become embeddings, as diffusers' SDXL `encode_prompt` computes
+    them: one 77-token window per encoder, penultimate hidden states concatenated, pooled output
+    of encoder 2. An empty negative prompt is zeros where the pipeline's
+    `force_zeros_for_empty_prompt` says so (the base's config: yes; the refiner's: no)."""
+    pipe = model.base.pipe
+    with torch.no_grad():
+        h1, _, cut1 = _encode(pipe.tokenizer, pipe.text_encoder, prompt)
+        h2, out2, cut2 = _encode(pipe.tokenizer_2, pipe.text_encoder_2, prompt)
+        n1, _, ncut1 = _encode(pipe.tokenizer, pipe.text_encoder, negative_prompt)
+        n2, nout2, ncut2 = _encode(pipe.tokenizer_2, pipe.text_encoder_2, negative_prompt)
+    positive = torch.cat([h1, h2], dim=-1)
+    pooled = out2.text_embeds
+    negative = torch.cat([n1, n2], dim=-1)
+    negative_pooled = nout2.text_embeds
+    refiner_negative, refiner_negative_pooled = n2, negative_pooled
+    if negative_prompt == "":
+        if pipe.config.force_zeros_for_empty_prompt:
+            negative, negative_pooled = torch.zeros_like(negative), torch.zeros_like(pooled)
+        refiner = model.refiner.pipe if model.refiner else None
+        if refiner is not None and refiner.config.force_zeros_for_empty_prompt:
+            refiner_negative = torch.zeros_like(n2)
+            refiner_negative_pooled = torch.zeros_like(pooled)
+    dtype = model.dtype
+    return SdxlEmbeds(
+        prompt_embeds=positive.to(dtype),
+        pooled=pooled.to(dtype),
+        negative=negative.to(dtype),
+        negative_pooled=negative_pooled.to(dtype),
+        refiner_prompt_embeds=h2.to(dtype),
+        refiner_pooled=pooled.to(dtype),
+        refiner_negative=refiner_negative.to(dtype),
+        refiner_negative_pooled=refiner_negative_pooled.to(dtype),
+        truncated=cut1 or cut2 or ncut1 or ncut2,
+    )
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def _cutoff(frac: float, num_train_timesteps: int) -> int:
+    # diffusers' discrete_timestep_cutoff, for denoising_end (base) and denoising_start (refiner)
+    return round(num_train_timesteps - frac * num_train_timesteps)
+
+
+def plan_steps(
+    base_scheduler: Any, refiner_scheduler: Any | None, req: _Request
+) -> tuple[int, int]:
+    """How many denoising steps the base and the refiner will run, computed the way diffusers
+    0.42 splits the schedule, so that progress has a right total from the first step.
+
+    Base: its schedule of `steps` timesteps, cut to those >= the cutoff (1000 - frac*1000).
+    Refiner: its own schedule of `stepsRefiner` timesteps over the whole range, of which it runs
+    only those below the cutoff (+1 for second-order schedulers when even). So the refiner runs
+    about (1 - highNoiseFrac) * stepsRefiner steps, not stepsRefiner.
+    """
+    base_scheduler.set_timesteps(req.steps, device="cpu")
+    base_ts = base_scheduler.timesteps
+    if refiner_scheduler is None or req.high_noise_frac >= 1.0:
+        return len(base_ts), 0
+    cut = _cutoff(req.high_noise_frac, base_scheduler.config.num_train_timesteps)
+    base_count = int((base_ts >= cut).sum().item())
+    refiner_scheduler.set_timesteps(req.steps_refiner, device="cpu")
+    rcut = _cutoff(req.high_noise_frac, refiner_scheduler.config.num_train_timesteps)
+    count = int((refiner_scheduler.timesteps < rcut).sum().item())
+    if getattr(refiner_scheduler, "order", 1) == 2 and count % 2 == 0:
+        count += 1
+    return base_count, count
+
+
+def generate(
+    ctx: EngineContext,
+    manifest: Manifest,
+    params: dict[str, Any],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    req = _Request.from_params(manifest, params)
+    return generate_sdxl(model_for(ctx, manifest, params), manifest, req, on_step, should_stop)
+
+
+def generate_sdxl(
+    model: SdxlModel,
+    manifest: Manifest,
+    req: _Request,
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> GenerationResult:
+    started = time.monotonic()
+    base = model.base.pipe
+    refiner = model.refiner.pipe if model.refiner and req.refiner else None
+    base.scheduler = make_scheduler(req.scheduler, model.base.scheduler_config)
+    if refiner is not None:
+        assert model.refiner is not None
+        refiner.scheduler = make_scheduler(req.scheduler, model.refiner.scheduler_config)
+    base_count, refiner_count = plan_steps(
+        make_scheduler(req.scheduler, model.base.scheduler_config),
+        make_scheduler(req.scheduler, model.refiner.scheduler_config)
+        if refiner is not None and model.refiner
+        else None,
+        req,
+    )
+    # highNoiseFrac = 1 (or a split that leaves the refiner no timestep): the base does it all.
+    run_refiner = refiner is not None and refiner_count > 0
+    embeds = encode_prompts_sdxl(model, req.prompt, req.negative_prompt)
+    seeds = [req.seed + i for i in range(req.samples)]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    state: dict[str, Any] = {
+        "interrupted": False,
+        "callback_error": None,
+        "offset": 0,
+        "total": base_count + (refiner_count if run_refiner else 0),
+        "done": 0,
+    }
+
+    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            done = state["offset"] + step + 1
+            state["done"] = done
+            state["total"] = max(state["total"], state["offset"] + p.num_timesteps)
+            on_step(done, state["total"])
+            if should_stop():
+                state["interrupted"] = True
+        except Exception as exc:
+            state["callback_error"] = exc
+        if state["interrupted"] or state["callback_error"] is not None:
+            p._interrupt = True
+        return kwargs
+
+    def check_stopped() -> None:
+        if state["callback_error"] is not None:
+            raise state["callback_error"]
+        if state["interrupted"]:
+            raise GenerationInterrupted("generation was stopped between steps")
+
+    with _model_errors(req):
+        latents = base(
+            prompt_embeds=embeds.prompt_embeds,
+            negative_prompt_embeds=embeds.negative,
+            pooled_prompt_embeds=embeds.pooled,
+            negative_pooled_prompt_embeds=embeds.negative_pooled,
+            num_images_per_prompt=req.samples,
+            num_inference_steps=req.steps,
+            guidance_scale=req.scale,
+            width=req.width,
+            height=req.height,
+            generator=generators,
+            denoising_end=req.high_noise_frac if run_refiner else None,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
+    check_stopped()
+    base_run = state["done"]
+    refiner_run = 0
+    if run_refiner:
+        assert refiner is not None
+        state["offset"] = base_run
+        with _model_errors(req):
+            latents = refiner(
+                image=latents,
+                prompt_embeds=embeds.refiner_prompt_embeds,
+                negative_prompt_embeds=embeds.refiner_negative,
+                pooled_prompt_embeds=embeds.refiner_pooled,
+                negative_pooled_prompt_embeds=embeds.refiner_negative_pooled,
+                num_images_per_prompt=req.samples,
+                num_inference_steps=req.steps_refiner,
+                denoising_start=req.high_noise_frac,
+                guidance_scale=req.scale,
+                generator=generators,
+                output_type="latent",
+                callback_on_step_end=step_end,
+            ).images
+        check_stopped()
+        refiner_run = state["done"] - base_run
+    with _model_errors(req):
+        images = [_decode(base, latents[i : i + 1]) for i in range(req.samples)]
+
+    files = []
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+        text = {
+            "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt,
+            "seed": seed,
+            "steps": req.steps,
+            "scale": req.scale,
+            "scheduler": req.scheduler,
+            "refiner": "YES" if req.refiner else "NO",
+            "high_noise_frac": req.high_noise_frac if req.refiner else None,
+            "steps_refiner": req.steps_refiner if req.refiner else None,
+            "loras": ", ".join(f"{lora.name}:{lora.weight:g}" for lora, _ in model.weights.loras),
+            "model": manifest.key,
+            "parameters": _parameters_text(req, model, manifest, seed),
+            "toonforge-tiny": "true" if model.weights.tiny else None,
+        }
+        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+    info = {
+        **model.describe(),
+        "seed": req.seed,
+        "seeds": seeds,
+        "scheduler": req.scheduler,
+        "steps": req.steps,
+        "scale": req.scale,
+        "width": req.width,
+        "height": req.height,
+        "samples": req.samples,
+        "refiner": "YES" if req.refiner else "NO",
+        "highNoiseFrac": req.high_noise_frac if req.refiner else None,
+        "stepsRefiner": req.steps_refiner if req.refiner else None,
+        "base_steps_run": base_run,
+        "refiner_steps_run": refiner_run,
+        "active_adapters": [{"adapter": n, "weight": w} for n, w in model.active],
+        "prompt_truncated": embeds.truncated,
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+    return GenerationResult(files=files, info=info)
+
+
+def _parameters_text(req: _Request, model: SdxlModel, manifest: Manifest, seed: int) -> str:
+    """AUTOMATIC1111's `parameters` text, with its refiner and LoRA notation."""
+    prompt = req.prompt
+    for lora, path in model.weights.loras:
+        prompt += f" <lora:{Path(path).stem}:{lora.weight:g}>"
+    lines = [prompt]
+    if req.negative_prompt:
+        lines.append(f"Negative prompt: {req.negative_prompt}")
+    tail = (
+        f"Steps: {req.steps}, Sampler: {req.scheduler}, CFG scale: {req.scale:g}, Seed: {seed}, "
+        f"Size: {req.width}x{req.height}, Model: {manifest.key}"
+    )
+    if req.refiner:
+        tail += f", Refiner: sdxl-refiner, Refiner switch at: {req.high_noise_frac:g}"
+    lines.append(tail)
+    return "\n".join(lines)
+
+
+@contextmanager
+def _model_errors(req: _Request) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(
+            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
+            "lower samples, width or height"
+        ) from exc
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ModelError(f"SDXL generation failed: {exc}") from exc
+
+
+def _decode(pipe: Any, latents: torch.Tensor) -> Any:
+    """One sample at a time. SDXL's VAE overflows in float16 (`force_upcast`): decode in
+    float32 then, as the pipeline does."""
+    vae = pipe.vae
+    upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+    with torch.no_grad():
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            z = latents.to(vae.dtype)
+            mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
+            if mean is not None and std is not None:
+                m = torch.tensor(mean).view(1, -1, 1, 1).to(z)
+                s = torch.tensor(std).view(1, -1, 1, 1).to(z)
+                z = z * s / vae.config.scaling_factor + m
+            else:
+                z = z / vae.config.scaling_factor
+            pixels = vae.decode(z, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(torch.float16)
+    return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
