@@ -225,3 +225,41 @@ def test_png_metadata(run: Run) -> None:
 def test_bad_parameters_name_the_parameter(run: Run, override: dict[str, Any], needle: str) -> None:
     with pytest.raises(ModelError, match=needle):
         run(**override)
+
+
+def test_real_weights_mode_resolves_the_models_folder(
+    tiny_root: Any, tmp_path: Any, toon: Manifest, comics: Manifest
+) -> None:
+    """Real mode on the stand-in's files laid out as an operator would: the models folder
+    holds black-forest-labs/FLUX.1-dev and the LoRA files by the manifests' names."""
+    from toonforge.engine.contract import WeightsMissing
+    from toonforge.engine.runtime import EngineRuntime
+    from toonforge.engine.tiny.flux import ensure_tiny_flux
+    from toonforge.settings import load_settings
+
+    paths = ensure_tiny_flux(tiny_root)
+    models = tmp_path / "models"
+    settings = load_settings(tiny=False, models_dir=models, data_dir=tmp_path, device="cpu")
+    rt = EngineRuntime(settings)
+    noop = (lambda s, t: None, lambda: False)
+    with pytest.raises(WeightsMissing) as missing:
+        rt.prepare(toon, {**SMALL})
+    text = str(missing.value)
+    assert "'black-forest-labs/FLUX.1-dev'" in text and "'Toon-Renders.safetensors'" in text
+    assert f"put the file at {models / 'Toon-Renders.safetensors'}" in text
+    assert "No public download is known" in text
+
+    (models / "black-forest-labs").mkdir(parents=True)
+    (models / "black-forest-labs" / "FLUX.1-dev").symlink_to(paths.base_dir)
+    (models / "Toon-Renders.safetensors").symlink_to(paths.loras["Toon-Renders.safetensors"])
+    result = rt.generate(toon, {**SMALL}, *noop)
+    assert result.info["tiny"] is False and "warning" not in result.info
+    assert result.info["active_adapters"] == [{"name": "toon-renders", "weight": 1.0}]
+
+    (models / "Comics-Factory-v1.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="could not load LoRA 'comics-factory-v1'"):
+        rt.generate(comics, {**SMALL}, *noop)
+    # The failed LoRA left the shared base usable for the other tool.
+    again = rt.generate(toon, {**SMALL}, *noop)
+    assert np.array_equal(img(again), img(result))
+    assert [p["part"].split(":")[0] for p in rt.loaded()] == ["flux-base"]
