@@ -195,10 +195,14 @@ def load_refiner(path: Path, base: SdxlBase, dtype: torch.dtype) -> SdxlRefiner:
     )
 
 
+def _adapter_prefix(lora: Lora) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", lora.name)
+
+
 def adapter_name(lora: Lora, path: Path) -> str:
     """Unique per file version: a replaced LoRA file is loaded again under a new name."""
     digest = hashlib.sha1(stamp(path).encode()).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{lora.name}_{digest}")
+    return f"{_adapter_prefix(lora)}_{digest}"
 
 
 def ensure_adapters(
@@ -211,7 +215,8 @@ def ensure_adapters(
     for lora, path in loras:
         name = adapter_name(lora, path)
         if name not in base.adapters:
-            stale = [n for n in base.adapters if n.startswith(f"{lora.name}_") and n != name]
+            prefix = _adapter_prefix(lora)
+            stale = [n for n in base.adapters if n.rsplit("_", 1)[0] == prefix and n != name]
             if stale:
                 pipe.delete_adapters(stale)
                 for n in stale:
