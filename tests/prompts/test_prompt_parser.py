@@ -289,3 +289,37 @@ def test_chunks_keep_an_embedding_in_one_chunk() -> None:
     chunks = chunk_fragments([("a " * 73 + "EMB", 1.0)], words, comma_id=COMMA)
     assert [len(c.tokens) for c in chunks] == [73, 3]
     assert chunks[1].tokens == (901, 902, 903)
+
+
+# --- long prompts: parsed in pieces, same result as one whole parse ------------------------
+
+
+def test_long_prompt_pieces_match_the_whole_parse() -> None:
+    import toonforge.prompts.scheduling as scheduling
+
+    unit = "((x:1.2)) [a|b], [c:d:0.5] (e) \\(f\\) g:h, "
+    prompt = unit * 6  # 84 structural characters: above the whole-parse limit
+    assert sum(prompt.count(c) for c in "[]():") > scheduling.WHOLE_PARSE_LIMIT
+    pieces = scheduling._pieces(prompt, scheduling.PIECE_SIZE)
+    assert pieces is not None and len(pieces) > 3 and "".join(pieces) == prompt
+    by_pieces = schedule(prompt, 6)
+    assert len(by_pieces) == 6
+    assert by_pieces[0] == (1, "((x:1.2)) a, c (e) \\(f\\) g:h, " * 6)
+    assert by_pieces[-1] == (6, "((x:1.2)) b, d (e) \\(f\\) g:h, " * 6)
+    # The same as parsing it whole (what A1111 does).
+    whole = [
+        (end, scheduling._text_at(scheduling.parse_tree(prompt), end, 6))
+        for end in scheduling._change_steps(scheduling.parse_tree(prompt), 6)
+    ]
+    assert whole == by_pieces
+
+
+def test_long_prompts_stay_fast_and_a_giant_group_is_refused() -> None:
+    import time
+
+    started = time.monotonic()
+    assert len(schedule("[a|b] ((x:1.2)) " * 60, 20)) == 20
+    assert schedule("(" * 300 + "[" * 300, 20) == [(20, "(" * 300 + "[" * 300)]
+    assert time.monotonic() - started < 20  # one whole Earley parse of these takes minutes
+    with pytest.raises(PromptError, match="bracket group"):
+        schedule("(" + "((x:1.2)) [a|b] " * 40 + ")", 20)

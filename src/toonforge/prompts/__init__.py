@@ -23,7 +23,7 @@ from toonforge.prompts.chunking import CHUNK_LENGTH, COMMA_BACKTRACK, Chunk, chu
 from toonforge.prompts.composition import split_and
 from toonforge.prompts.explain import explain_text
 from toonforge.prompts.plan import PlanPart, PromptPlan, ScheduledText, plan
-from toonforge.prompts.schedule import schedule
+from toonforge.prompts.scheduling import schedule
 
 __all__ = [
     "BREAK",

@@ -7,7 +7,7 @@ from typing import Any
 
 from toonforge.prompts.attention import BREAK, is_break, parse_attention
 from toonforge.prompts.composition import split_and
-from toonforge.prompts.schedule import schedule_checked
+from toonforge.prompts.scheduling import schedule_checked
 
 
 @dataclass(frozen=True)

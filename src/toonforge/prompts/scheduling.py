@@ -26,6 +26,9 @@ from typing import Any
 
 import lark
 
+from toonforge.prompts.attention import PromptError
+
+# A1111's grammar (an Earley parser: slow on long inputs, hence `_pieces`).
 _GRAMMAR = r"""
 !start: (prompt | /[][():]/+)*
 prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
@@ -77,7 +80,7 @@ def _change_steps(tree: lark.Tree, steps: int) -> list[int]:
 def _text_at(node: Any, step: int, steps: int) -> str:
     if node is None:
         return ""
-    if isinstance(node, lark.Token):
+    if isinstance(node, str):  # a lark.Token, or a piece used as written
         return str(node)
     kind = node.data
     if kind == "plain":
@@ -93,15 +96,144 @@ def _text_at(node: Any, step: int, steps: int) -> str:
     return "".join(_text_at(child, step, steps) for child in node.children)
 
 
-def schedule_checked(prompt: str, steps: int) -> tuple[list[tuple[int, str]], bool]:
+_OPENERS = {"[": "]", "(": ")"}
+_STRUCTURAL = set("[]():")
+# A prompt with at most this many bracket and colon characters is parsed whole, exactly as
+# A1111 does; a longer one in pieces of about PIECE_SIZE of them (see `_pieces`).
+WHOLE_PARSE_LIMIT = 48
+PIECE_SIZE = 12
+# Earley parsing is cubic: one bracket group with more structure than this is refused.
+GROUP_LIMIT = 200
+
+
+def _scan(prompt: str) -> tuple[list[bool], list[tuple[int, int]], bool] | None:
+    """Which characters are structural (an unescaped `[]():`), the bracket pairs that could
+    be constructs (a pair of the same kind with only such pairs between them: inside a
+    construct every bracket belongs to a construct), and whether there is an unescaped `|`.
+    None when the prompt cannot parse because of a backslash that escapes nothing."""
+    bar = False
+    structural = [False] * len(prompt)
+    pairs: list[tuple[int, int]] = []
+    stack: list[int] = []
+    i = 0
+    while i < len(prompt):
+        char = prompt[i]
+        if char == "\\":
+            if i + 1 == len(prompt) or prompt[i + 1] == "\n":
+                return None  # plain text's `\\.` cannot match: the grammar fails
+            i += 2
+            continue
+        bar = bar or char == "|"
+        if char in _STRUCTURAL:
+            structural[i] = True
+            if char in _OPENERS:
+                stack.append(i)
+            elif char != ":":
+                if stack and _OPENERS[prompt[stack[-1]]] == char:
+                    pairs.append((stack.pop(), i))
+                else:
+                    stack.clear()  # no open bracket can contain this one in a construct
+        i += 1
+    return structural, pairs, bar
+
+
+def _pieces(prompt: str, size: int) -> list[str] | None:
+    """`prompt` cut into pieces whose schedules concatenate to the prompt's (None: the prompt
+    does not parse). Cuts fall outside every possible construct and never between two
+    structural characters, so neither a construct nor one of the top level's runs of loose
+    brackets and colons (which the grammar reads as one token) is cut unless the piece gets
+    long; a piece is cut once it holds `size` structural characters."""
+    scanned = _scan(prompt)
+    if scanned is None:
+        return None
+    structural, pairs, _ = scanned
+    inside = [False] * (len(prompt) + 1)  # inside[i]: position i is within a pair
+    opens, closes = set(), set()  # the outermost pairs' brackets
+    for first, last in sorted(pairs):
+        if inside[first]:
+            continue
+        opens.add(first)
+        closes.add(last)
+        for k in range(first + 1, last + 1):
+            inside[k] = True
+    escaped = [False] * (len(prompt) + 1)  # escaped[i]: position i splits an escape
+    i = 0
+    while i < len(prompt):
+        if prompt[i] == "\\":
+            escaped[i + 1] = True
+            i += 2
+        else:
+            i += 1
+    pieces: list[str] = []
+    start = count = 0
+    for i in range(1, len(prompt)):
+        count += structural[i - 1]
+        if inside[i] or escaped[i] or count < size:
+            continue
+        # Between two structural characters only when the piece is getting long: A1111's
+        # parser can read a group literally when loose brackets follow it (a quirk of its
+        # Earley ambiguity resolution), which separate parsing would not reproduce.
+        between_groups = i - 1 in closes and i in opens
+        if (
+            not (structural[i - 1] and structural[i])
+            or (between_groups and count >= 4 * size)
+            or count >= 8 * size
+        ):
+            pieces.append(prompt[start:i])
+            start, count = i, 0
+    pieces.append(prompt[start:])
+    return pieces
+
+
+def _literal_piece(piece: str) -> bool | None:
+    """True when the piece holds no `[...]` that could be prompt editing or alternation, so
+    it parses to itself; None when it cannot parse at all; False when it needs the parser."""
+    scanned = _scan(piece)
+    if scanned is None:
+        return None
+    _, pairs, bar = scanned
+    if any(piece[first] == "[" for first, _ in pairs):
+        return False
+    return None if bar else True  # '|' is legal only directly inside [...]
+
+
+def schedule_checked(
+    prompt: str, steps: int, *, piece_size: int = PIECE_SIZE
+) -> tuple[list[tuple[int, str]], bool]:
     """`schedule(prompt, steps)` and whether the grammar accepted the prompt (False: the
     prompt is used literally)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    tree = parse_tree(prompt)
-    if tree is None:
-        return [(steps, prompt)], False
-    return [(end, _text_at(tree, end, steps)) for end in _change_steps(tree, steps)], True
+    literal = [(steps, prompt)]
+    if sum(prompt.count(c) for c in _STRUCTURAL) <= WHOLE_PARSE_LIMIT:
+        pieces: list[str] | None = [prompt]
+    else:
+        pieces = _pieces(prompt, piece_size)
+    if pieces is None:
+        return literal, False
+    parts: list[str | lark.Tree] = []
+    for piece in pieces:
+        plain = _literal_piece(piece)
+        if plain is None:
+            return literal, False
+        if plain:
+            parts.append(piece)
+            continue
+        if sum(piece.count(c) for c in _STRUCTURAL) > GROUP_LIMIT:
+            raise PromptError(
+                f"the prompt has a bracket group with more than {GROUP_LIMIT} brackets and "
+                "colons in one piece; split it up (its parsing time grows with the cube of "
+                "its size)"
+            )
+        tree = parse_tree(piece)
+        if tree is None:
+            return literal, False
+        parts.append(tree)
+    trees = [part for part in parts if isinstance(part, lark.Tree)]
+    if not trees:
+        return literal, True
+    ends = sorted(set().union(*(_change_steps(tree, steps) for tree in trees)))
+    return [(end, "".join(_text_at(part, end, steps) for part in parts)) for end in ends], True
 
 
 def schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
