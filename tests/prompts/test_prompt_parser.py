@@ -216,6 +216,12 @@ def test_plan_notes_literal_prompt_and_break_in_brackets() -> None:
     assert any("used literally" in n for n in plan("[a|b:0.5]", 5).notes)
     assert any("BREAK inside brackets" in n for n in notes)
     assert plan("a, b BREAK c", 5).notes == []
+    # A1111's parser quirk: a group followed by two loose brackets is read literally.
+    assert schedule("[a:b:2]((", 3) == [
+        (3, "[a:b:2](("),
+    ]
+    assert any("[a:b:2] in" in n for n in plan("[a:b:2]((", 3).notes)
+    assert plan("[a:b:2](", 3).notes == []
 
 
 def test_package_imports_neither_torch_nor_a_tokenizer() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from toonforge.prompts.attention import BREAK, is_break, parse_attention
 from toonforge.prompts.composition import split_and
 from toonforge.prompts.scheduling import schedule_checked
+
+# A prompt-editing or alternation group still in a scheduled text: A1111 did not apply it.
+_LEFTOVER = re.compile(r"(?<!\\)\[[^\[\]]*(?:\|[^\[\]]*|:\s*[-+]?(?:\d+\.?\d*|\.\d+)\s*)(?<!\\)\]")
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,13 @@ def _notes(part_text: str, parsed: bool, segments: list[ScheduledText]) -> list[
             "that is not directly inside [...], as in (a|b) or at the top level, or a ':' "
             "inside [a|b]): the whole text is used literally, with no prompt editing or "
             "alternation, as AUTOMATIC1111 does"
+        )
+    leftover = {m.group(0) for seg in segments for m in _LEFTOVER.finditer(seg.text)}
+    if parsed and leftover:
+        notes.append(
+            f"{', '.join(sorted(leftover))} in {part_text!r} is left as written: "
+            "AUTOMATIC1111's parser reads it literally here (typically because brackets that "
+            "match nothing follow it, or it sits inside a group that does not parse)"
         )
     if any(
         text == BREAK and weight < 0 and not is_break((text, weight))
