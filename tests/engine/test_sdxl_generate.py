@@ -123,6 +123,13 @@ def test_second_tool_swaps_adapters_on_the_same_base(
         "other_style"
     ]
     assert np.abs(pixels(second.files[0].data) - first).max() > 5
+    # An SDXL tool without LoRAs on the same base: the adapters are switched off, not unloaded.
+    plain_tool = retro.model_copy(
+        update={"slug": "Plain", "backend": retro.backend.model_copy(update={"loras": []})}
+    )
+    plain = run(rt, plain_tool, params)
+    assert plain.info["active_adapters"] == [] and len(plain.info["adapters_on_base"]) == 2
+    assert np.abs(pixels(plain.files[0].data) - first).max() > 5
     again = pixels(run(rt, retro, params).files[0].data)
     assert np.array_equal(again, first), "switching back restores the tool's images exactly"
     bases = [p for p in rt.loaded() if p["part"].startswith("sdxl-base")]
