@@ -304,14 +304,14 @@ def test_long_prompt_pieces_match_the_whole_parse() -> None:
     import toonforge.prompts.scheduling as scheduling
 
     unit = "((x:1.2)) [a|b], [c:d:0.5] (e) \\(f\\) g:h, "
-    prompt = unit * 6  # 84 structural characters: above the whole-parse limit
+    prompt = unit * 4  # 56 structural characters: above the whole-parse limit
     assert sum(prompt.count(c) for c in "[]():") > scheduling.WHOLE_PARSE_LIMIT
     pieces = scheduling._pieces(prompt, scheduling.PIECE_SIZE)
     assert pieces is not None and len(pieces) > 3 and "".join(pieces) == prompt
     by_pieces = schedule(prompt, 6)
     assert len(by_pieces) == 6
-    assert by_pieces[0] == (1, "((x:1.2)) a, c (e) \\(f\\) g:h, " * 6)
-    assert by_pieces[-1] == (6, "((x:1.2)) b, d (e) \\(f\\) g:h, " * 6)
+    assert by_pieces[0] == (1, "((x:1.2)) a, c (e) \\(f\\) g:h, " * 4)
+    assert by_pieces[-1] == (6, "((x:1.2)) b, d (e) \\(f\\) g:h, " * 4)
     # The same as parsing it whole (what A1111 does).
     whole = [
         (end, scheduling._text_at(scheduling.parse_tree(prompt), end, 6))
