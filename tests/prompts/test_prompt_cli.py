@@ -81,11 +81,12 @@ def test_scheduled_alternating_prompt_human(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "the conditioning changes during sampling" in out
     segments = [line for line in out.splitlines() if line.startswith("  step")]
+    # With the sampler steps that use each text (A1111's 0-based step counter).
     assert segments == [
-        '  step 1: "a giant seductress, (crNanosuit), power armor, armored"',
-        '  step 2: "a giant babe, (crNanosuit), armor, armored"',
-        '  step 3: "a giant seductress, War_Glam, power armor, armored"',
-        '  step 4: "a giant babe, War_Glam, armor, armored"',
+        '  step 1 [sampler steps 1-2]: "a giant seductress, (crNanosuit), power armor, armored"',
+        '  step 2 [sampler step 3]: "a giant babe, (crNanosuit), armor, armored"',
+        '  step 3 [sampler step 4]: "a giant seductress, War_Glam, power armor, armored"',
+        '  step 4 [never used]: "a giant babe, War_Glam, armor, armored"',
     ]
     assert '      1.1  "crNanosuit"' in out  # the emphasis inside the prompt editing
     assert "note:" not in out
@@ -108,9 +109,9 @@ def test_and_break_and_negative_json(capsys: pytest.CaptureFixture[str]) -> None
         (0.7, " red car"),
     ]
     first = data["parts"][0]["schedule"]
-    assert [(s["start_step"], s["end_step"], s["text"]) for s in first] == [
-        (1, 5, "a cat BREAK ((sky))"),
-        (6, 10, "a dog BREAK ((sky))"),
+    assert [(s["start_step"], s["end_step"], s["text"], s["applied_steps"]) for s in first] == [
+        (1, 5, "a cat BREAK ((sky))", [1, 6]),
+        (6, 10, "a dog BREAK ((sky))", [7, 10]),
     ]
     fragments = [(f["text"], f["weight"], f["break"]) for f in first[0]["fragments"]]
     assert fragments == [

@@ -198,6 +198,9 @@ def test_plan_lookup_like_a1111_sampler() -> None:
     assert "".join(texts[1][0] for texts in calls) == " x x y x y x y x y x"
     # Beyond the schedule (more calls than steps) A1111 falls back to the first segment.
     assert p.texts_at_a1111_call(11)[0][0] == "a"
+    assert p.parts[0].applied_steps() == [(1, 6), (7, 10)]
+    assert p.parts[1].applied_steps()[:3] == [(1, 2), (3, 3), (4, 4)]
+    assert p.parts[1].applied_steps()[-1] is None  # starts at the last step: never used
     # texts_at: 1-based steps as in the doctests, last segment beyond the end.
     assert [p.texts_at(i)[0][0] for i in range(1, 11)] == ["a"] * 5 + ["b"] * 5
     assert p.texts_at(11)[0][0] == "b"

@@ -28,16 +28,23 @@ def explain_text(p: PromptPlan) -> str:
         f"{p.steps} steps, {count} AND part{'s' if count != 1 else ''}"
         + ("" if p.is_static else "; the conditioning changes during sampling"),
     ]
+    if not p.is_static:
+        lines.append(
+            "(steps as AUTOMATIC1111's schedule gives them; in brackets the sampler steps "
+            "that use each text: A1111's sampler, like toonforge's, counts from 0, so a text "
+            "lasts one step longer)"
+        )
     for index, part in enumerate(p.parts, start=1):
         lines.append("")
         lines.append(
             f"part {index}/{count}  weight {format_weight(part.weight)}  {_quoted(part.text)}"
         )
         start = 1
-        for seg in part.schedule:
-            if seg.end_step < start:  # cannot happen: schedules ascend
-                continue
-            lines.append(f"  {_steps(start, seg.end_step)}: {_quoted(seg.text)}")
+        for seg, applied in zip(part.schedule, part.applied_steps(), strict=True):
+            used = ""
+            if len(part.schedule) > 1:
+                used = f" [sampler {_steps(*applied)}]" if applied else " [never used]"
+            lines.append(f"  {_steps(start, seg.end_step)}{used}: {_quoted(seg.text)}")
             for text, weight in seg.fragments:
                 if is_break((text, weight)):
                     lines.append(f"    {'----':>7}  BREAK (a new 75-token chunk starts here)")

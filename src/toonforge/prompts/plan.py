@@ -39,6 +39,19 @@ class PlanPart:
                 return segment
         return self.schedule[-1]
 
+    def applied_steps(self) -> list[tuple[int, int] | None]:
+        """Per segment, the 1-based sampler steps `(first, last)` at which A1111's sampler
+        (and toonforge's) uses it, or None when it never does: the sampler looks segments up
+        with its 0-based step counter, so a text lasts one step longer than its `end_step`
+        says, and a segment that starts at the last step is never used."""
+        steps = self.schedule[-1].end_step
+        used: list[tuple[int, int] | None] = [None] * len(self.schedule)
+        for call in range(steps):
+            index = next(i for i, seg in enumerate(self.schedule) if call <= seg.end_step)
+            first = used[index][0] if used[index] else call + 1
+            used[index] = (first, call + 1)
+        return used
+
     def at_a1111_call(self, call: int) -> ScheduledText:
         """The segment AUTOMATIC1111's sampler uses at its denoiser call number `call`
         (counted from 0, `CFGDenoiser.step`): the first with `call <= end_step`, and the
@@ -93,11 +106,12 @@ class PromptPlan:
         for part in self.parts:
             segments = []
             start = 1
-            for seg in part.schedule:
+            for seg, applied in zip(part.schedule, part.applied_steps(), strict=True):
                 segments.append(
                     {
                         "start_step": start,
                         "end_step": seg.end_step,
+                        "applied_steps": list(applied) if applied else None,
                         "text": seg.text,
                         "fragments": [
                             {"text": text, "weight": weight, "break": is_break((text, weight))}
