@@ -73,7 +73,9 @@ class PromptPlan:
 
     def texts_at(self, step: int) -> list[tuple[str, float]]:
         """`(text, part weight)` of every AND part in force at 1-based `step` (the reading
-        of A1111's doctests: `[a:b:5]` is `a` for steps 1-5)."""
+        of A1111's doctests: `[a:b:5]` is `a` for steps 1-5). The lookup is "first segment
+        with `step <= end_step`": given the sampler's 0-based step instead, it picks what
+        A1111's sampler picks (`[a:b:5]` is `a` for sampler steps 0-5)."""
         return [(part.at(step).text, part.weight) for part in self.parts]
 
     def texts_at_a1111_call(self, call: int) -> list[tuple[str, float]]:
@@ -85,7 +87,7 @@ class PromptPlan:
         return [(part.at_a1111_call(call).text, part.weight) for part in self.parts]
 
     def fragments_at(self, step: int) -> list[tuple[list[tuple[str, float]], float]]:
-        """`(fragments, part weight)` of every AND part in force at 1-based `step`."""
+        """`(fragments, part weight)` of every AND part at `step`, looked up as `texts_at`."""
         return [(part.at(step).fragments, part.weight) for part in self.parts]
 
     def texts(self) -> list[str]:
