@@ -104,11 +104,17 @@ def test_motion_lora_switch_reuses_the_loaded_parts(
 ) -> None:
     first = generate(runtime, manifest, small(loraType="FILE:169584"))
     info = runtime.prepare(manifest, small(loraType="FILE:169580"))
-    assert info["reused"] is True, info["parts"]
+    assert info["reused"] is True, info["parts"]  # no base or motion UNet reloaded
+    assert "FILE:169580" in info["motion_loras_loaded"]
     second = generate(runtime, manifest, small(loraType="FILE:169580"))
     assert second.info["motion_lora"] == "file_169580"
+    assert second.info["motion_lora_loaded_now"] is False  # loaded once, by prepare
+    again = generate(runtime, manifest, small(loraType="FILE:169584"))
+    assert again.info["motion_lora_loaded_now"] is False
     a, b = decode(first.files[0].data)[1], decode(second.files[0].data)[1]
     assert np.abs(a - b).mean() > 0.5
+    # Switching back gives the first clip again: the other adapter is fully off.
+    assert np.array_equal(a, decode(again.files[0].data)[1])
 
 
 def test_frame_bound_checked_against_the_adapter(

@@ -6,8 +6,10 @@ Parts in the pool (see `context.EngineContext.part`):
   VAE serve the video pipeline as they are.
 - `animatediff:<base identity>|adapter=...|loras=...`: the motion UNet
   (`UNetMotionModel.from_unet2d(base.unet, adapter)`) and an `AnimateDiffPipeline` built from
-  the shared components, with every camera-motion LoRA of the manifest loaded once as a named
-  adapter; each request only switches the active adapter (`set_adapters`).
+  the shared components. Each camera-motion LoRA is loaded onto it once, as a named adapter,
+  the first time a request asks for it (all eight are resolved up front, so a missing file is
+  reported before anything runs); later requests only switch the active adapter
+  (`set_adapters`), never reloading the base.
 
 Requests: `selectedModel` picks one of the manifest's bases ("60", the page's default, names
 none of them and means `backend.default_base_model`); a non-empty `selectedModelPrivate` (the
@@ -25,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +71,37 @@ class MotionModel:
     base: Sd15Model
     adapter_dir: Path
     max_frames: int
-    adapters: dict[str, str]  # loraType value -> adapter name on the pipeline
-    weights: dict[str, float]  # adapter name -> weight
+    lora_files: dict[str, Path]  # loraType value -> file
+    lora_weights: dict[str, float]  # loraType value -> weight
     scheduler_config: dict[str, Any]
+    adapters: dict[str, str] = field(default_factory=dict)  # loaded: value -> adapter name
     load_seconds: float = 0.0
 
     @property
     def size_bytes(self) -> int:
         # The motion UNet is this part's own; the rest is counted in the SD1.5 part.
         return module_bytes(self.pipe.unet)
+
+    def use_lora(self, value: str) -> bool:
+        """Make the motion LoRA `value` the only active adapter, loading it onto the pipeline
+        the first time it is asked for (then kept: later requests only switch). Returns
+        whether it was loaded now."""
+        if value not in self.lora_files:
+            known = ", ".join(self.lora_files) or "none"
+            raise ModelError(f"loraType: unknown motion LoRA {value!r}; expected one of {known}")
+        loaded_now = value not in self.adapters
+        if loaded_now:
+            name, path = _adapter_name(value), self.lora_files[value]
+            try:
+                self.pipe.load_lora_weights(
+                    str(path.parent), weight_name=path.name, adapter_name=name
+                )
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ModelError(f"could not load motion LoRA {value} from {path}: {exc}") from exc
+            self.adapters[value] = name
+        name = self.adapters[value]
+        self.pipe.set_adapters([name], adapter_weights=[self.lora_weights.get(value, 1.0)])
+        return loaded_now
 
 
 @dataclass(frozen=True)
@@ -241,25 +265,17 @@ def _load_motion(
         feature_extractor=None,
         image_encoder=None,
     )
-    pipe.unet.to(device=device, dtype=dtype)
+    if unet.dtype != dtype:
+        unet.to(dtype=dtype)
+    unet.to(device)
     pipe.set_progress_bar_config(disable=True)
-    adapters: dict[str, str] = {}
-    weights: dict[str, float] = {}
-    for value, path in loras.items():
-        name = _adapter_name(value)
-        try:
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"could not load motion LoRA {value} from {path}: {exc}") from exc
-        adapters[value] = name
-        weights[name] = lora_weights.get(value, 1.0)
     return MotionModel(
         pipe=pipe,
         base=base,
         adapter_dir=adapter_dir,
         max_frames=int(adapter.config.motion_max_seq_length),
-        adapters=adapters,
-        weights=weights,
+        lora_files=dict(loras),
+        lora_weights=dict(lora_weights),
         scheduler_config=dict(base.scheduler_config),
         load_seconds=time.monotonic() - started,
     )
@@ -306,7 +322,7 @@ def describe(model: MotionModel, base_label: str) -> dict[str, Any]:
         "loaded_from": str(w.checkpoint or w.base_dir),
         "motion_adapter": str(model.adapter_dir),
         "max_frames": model.max_frames,
-        "motion_loras": sorted(model.adapters),
+        "motion_loras_loaded": sorted(model.adapters),
         "device": str(model.base.device),
         "dtype": str(model.base.dtype).removeprefix("torch."),
     }
@@ -315,7 +331,14 @@ def describe(model: MotionModel, base_label: str) -> dict[str, Any]:
 def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]:
     model = model_for(ctx, manifest, params)
     label = choose_base(ctx, manifest, params).label
-    return {**describe(model, label), "load_seconds": round(model.load_seconds, 3)}
+    info = {**describe(model, label), "load_seconds": round(model.load_seconds, 3)}
+    lora = params.get("loraType")
+    if isinstance(lora, str) and lora:
+        started = time.monotonic()
+        if model.use_lora(lora):
+            info["motion_lora_load_seconds"] = round(time.monotonic() - started, 3)
+        info["motion_loras_loaded"] = sorted(model.adapters)
+    return info
 
 
 # ---------------------------------------------------------------- generation
@@ -367,8 +390,8 @@ class _Request:
                 raise ModelError(f"{name} must be a positive multiple of 8, got {value}")
         if not 0 <= req.seed <= MAX_SEED:
             raise ModelError(f"seed must be between 0 and {MAX_SEED}")
-        if req.lora not in model.adapters:
-            known = ", ".join(model.adapters) or "none"
+        if req.lora not in model.lora_files:
+            known = ", ".join(model.lora_files) or "none"
             raise ModelError(f"loraType: unknown motion LoRA {req.lora!r}; expected one of {known}")
         return req
 
@@ -410,8 +433,8 @@ def generate_video(
     pipe = model.pipe
     started = time.monotonic()
     pipe.scheduler = make_scheduler(model.scheduler_config)
+    lora_loaded_now = model.use_lora(req.lora)
     adapter = model.adapters[req.lora]
-    pipe.set_adapters([adapter], adapter_weights=[model.weights[adapter]])
     embeds = encode_prompts(
         pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, 1, {}
     )
@@ -458,6 +481,7 @@ def generate_video(
         "seed": req.seed,
         "loraType": req.lora,
         "motion_lora": adapter,
+        "motion_lora_loaded_now": lora_loaded_now,
         "scheduler": "DDIMScheduler",
         "guidance_scale": GUIDANCE_SCALE,
         "steps": req.steps,
