@@ -160,14 +160,40 @@ def test_empty_negative_prompt_follows_each_pipeline_config(
     model = rt.model_for(retro, params)
     empty = sdxl.encode_prompts_sdxl(model, "a cat", "")
     assert not empty.negative.any() and not empty.negative_pooled.any()  # base: zeros
-    assert empty.refiner_negative.abs().sum() > 0  # refiner: force_zeros_for_empty_prompt=False
-    assert empty.prompt_embeds.shape == (1, 77, 64)
-    assert empty.refiner_prompt_embeds.shape == (1, 77, 32)
-    assert torch.equal(empty.prompt_embeds[..., 32:], empty.refiner_prompt_embeds)
+    assert model.refiner is not None
+    assert model.refiner.pipe.config.force_zeros_for_empty_prompt is False  # refiner: encoded ""
+    assert empty.prompt_embeds.shape == (1, 77, 64)  # te1 (32) and te2 (32) side by side
     blurry = sdxl.encode_prompts_sdxl(model, "a cat", "blurry")
     assert blurry.negative.abs().sum() > 0
-    assert empty.truncated is False
-    assert sdxl.encode_prompts_sdxl(model, "cat " * 100, "").truncated is True
+    assert torch.equal(blurry.prompt_embeds, empty.prompt_embeds)
+
+
+def test_long_prompts_are_chunked_not_cut(rt: EngineRuntime, retro: Manifest, params: Any) -> None:
+    model = rt.model_for(retro, params)
+    long = sdxl.encode_prompts_sdxl(model, "cat, " * 60, "")
+    assert long.chunks >= 2 and long.prompt_embeds.shape == (1, 77 * long.chunks, 64)
+    assert long.negative.shape == long.prompt_embeds.shape  # padded to the prompt's length
+    result = rt.generate(
+        retro,
+        {**params, "prompt": "cat, " * 60, "negativePrompt": ""},
+        lambda s, t: None,
+        lambda: False,
+    )
+    assert result.info["prompt_chunks"] == long.chunks
+
+
+def test_prompt_syntax_reaches_the_sdxl_unet(
+    rt: EngineRuntime, retro: Manifest, params: Any
+) -> None:
+    def image(prompt: str) -> np.ndarray:
+        run = rt.generate(retro, {**params, "prompt": prompt}, lambda s, t: None, lambda: False)
+        return pixels(run.files[0].data)
+
+    plain = image("a cat")
+    assert np.array_equal(image("a (cat:1.0)"), plain)
+    assert not np.array_equal(image("a (cat:1.5)"), plain)
+    assert not np.array_equal(image("a [cat:dog:1]"), plain)
+    assert not np.array_equal(image("a cat AND a dog"), plain)
 
 
 @pytest.mark.parametrize("stop_after", [1, 9])  # in the base, in the refiner
@@ -198,3 +224,31 @@ def test_missing_real_weights_say_how_to_provide_them(tmp_path: Path, retro: Man
     (tmp_path / "m" / "Retro-Cartoons.safetensors").write_bytes(b"x")
     with pytest.raises(WeightsMissing, match=re.escape("stabilityai/stable-diffusion-xl-base-1.0")):
         sdxl.resolve_sdxl(settings, retro, refiner=False)
+
+
+def test_the_loop_matches_the_diffusers_pipeline_on_a_plain_prompt(
+    rt: EngineRuntime, retro: Manifest, params: Any
+) -> None:
+    """Base only (refiner NO): our sampling loop gives the pipeline's own image."""
+    from toonforge.engine.schedulers import make_scheduler
+
+    p = {**params, "prompt": "a cat", "negativePrompt": "ugly", "refiner": sdxl.REFINER_NO}
+    p["steps"] = 4
+    ours = pixels(rt.generate(retro, p, lambda s, t: None, lambda: False).files[0].data)
+    model = rt.model_for(retro, p)
+    pipe = model.base.pipe
+    pipe.scheduler = make_scheduler(p["scheduler"], model.base.scheduler_config)
+    embeds = sdxl.encode_prompts_sdxl(model, "a cat", "ugly")
+    theirs = pipe(
+        prompt_embeds=embeds.prompt_embeds,
+        negative_prompt_embeds=embeds.negative,
+        pooled_prompt_embeds=embeds.pooled,
+        negative_pooled_prompt_embeds=embeds.negative_pooled,
+        num_inference_steps=4,
+        guidance_scale=p["scale"],
+        width=64,
+        height=64,
+        generator=[torch.Generator("cpu").manual_seed(p["seed"])],
+        output_type="np",
+    ).images[0]
+    assert np.abs(ours - np.round(theirs * 255).astype(np.int16)).max() <= 1

@@ -20,20 +20,21 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Lora, Manifest
+from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
-    GenerationInterrupted,
     GenerationResult,
     ModelError,
     StepCallback,
@@ -41,8 +42,18 @@ from toonforge.engine.contract import (
 )
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.prompt_embeds import (
+    ClipEncoder,
+    EncodedText,
+    Fragments,
+    encode_fragments,
+    pad_chunks,
+    penultimate_layer,
+)
 from toonforge.engine.schedulers import make_scheduler
+from toonforge.engine.sd_sampling import AddedCond, callback_errors, denoise
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
+from toonforge.prompts import parse_attention
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -51,6 +62,8 @@ MAX_SEED = 2**64 - 1
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 # The Retro-Cartoons page's `refiner` select: "" is labelled YES, this value NO.
 REFINER_NO = "--only_base_model"
+# The refiner's aesthetic-score conditioning: diffusers' defaults (and the SDXL report's).
+AESTHETIC, NEGATIVE_AESTHETIC = 6.0, 2.5
 REFINER_YES = ""
 
 
@@ -356,67 +369,107 @@ def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> d
 
 @dataclass
 class SdxlEmbeds:
-    """Inputs of the base (both encoders) and of the refiner (second encoder only)."""
+    """Static embeddings of a prompt pair (no scheduling), for inspection and tests."""
 
-    prompt_embeds: torch.Tensor  # [1, 77, te1 + te2 hidden]
+    prompt_embeds: torch.Tensor  # [1, 77 * chunks, te1 + te2 hidden]
     pooled: torch.Tensor  # [1, te2 projection]
     negative: torch.Tensor
     negative_pooled: torch.Tensor
-    refiner_prompt_embeds: torch.Tensor  # [1, 77, te2 hidden]
-    refiner_pooled: torch.Tensor
-    refiner_negative: torch.Tensor
-    refiner_negative_pooled: torch.Tensor
-    truncated: bool  # a prompt was longer than one 77-token window
+    chunks: int
 
 
-def _encode(tokenizer: Any, encoder: Any, text: str) -> tuple[torch.Tensor, Any, bool]:
-    ids = tokenizer(
-        text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
-    ).input_ids
-    full = tokenizer(text, truncation=False, verbose=False).input_ids
-    input_ids = torch.tensor([ids], dtype=torch.long, device=encoder.device)
-    out = encoder(input_ids, output_hidden_states=True)
-    # SDXL conditions on the penultimate layer, without the final layer norm (diffusers'
-    # encode_prompt with clip_skip=None); the second encoder's projected pooled output feeds
-    # the added time embedding.
-    return out.hidden_states[-2], out, len(full) > len(ids)
+def _base_encoders(model: SdxlModel) -> tuple[ClipEncoder, ClipEncoder]:
+    pipe = model.base.pipe
+    return (
+        ClipEncoder(pipe.tokenizer, pipe.text_encoder, penultimate_layer),
+        ClipEncoder(pipe.tokenizer_2, pipe.text_encoder_2, penultimate_layer, pooled=True),
+    )
+
+
+def _joint(first: ClipEncoder | None, second: ClipEncoder) -> Callable[[Fragments], EncodedText]:
+    """SDXL conditioning: the two encoders' penultimate hidden states side by side (each
+    chunked as AUTOMATIC1111 does), and the second encoder's pooled output. The refiner uses
+    the second encoder alone (`first` None)."""
+    empties: dict[int, torch.Tensor] = {}
+
+    def empty(i: int, encoder: ClipEncoder) -> torch.Tensor:
+        if i not in empties:
+            empties[i] = encode_fragments(encoder, [("", 1.0)]).hidden
+        return empties[i]
+
+    def encode(fragments: Fragments) -> EncodedText:
+        b = encode_fragments(second, fragments)
+        if first is None:
+            return b
+        a = encode_fragments(first, fragments)
+        chunks = max(a.chunks, b.chunks)  # the two tokenizers may split differently
+        hidden = torch.cat(
+            [
+                pad_chunks(a.hidden, chunks, empty(0, first)),
+                pad_chunks(b.hidden, chunks, empty(1, second)),
+            ],
+            dim=-1,
+        )
+        return EncodedText(hidden, b.pooled, chunks, max(a.tokens, b.tokens))
+
+    return encode
 
 
 def encode_prompts_sdxl(model: SdxlModel, prompt: str, negative_prompt: str) -> SdxlEmbeds:
-    """The single place prompts become embeddings, as diffusers' SDXL `encode_prompt` computes
-    them: one 77-token window per encoder, penultimate hidden states concatenated, pooled output
-    of encoder 2. An empty negative prompt is zeros where the pipeline's
-    `force_zeros_for_empty_prompt` says so (the base's config: yes; the refiner's: no)."""
-    pipe = model.base.pipe
+    """The base's embeddings of a prompt pair with A1111 emphasis, BREAK and chunking, padded
+    to one length; an empty negative prompt is zeros where the pipeline's
+    `force_zeros_for_empty_prompt` says so (as diffusers does)."""
+    encode = _joint(*_base_encoders(model))
     with torch.no_grad():
-        h1, _, cut1 = _encode(pipe.tokenizer, pipe.text_encoder, prompt)
-        h2, out2, cut2 = _encode(pipe.tokenizer_2, pipe.text_encoder_2, prompt)
-        n1, _, ncut1 = _encode(pipe.tokenizer, pipe.text_encoder, negative_prompt)
-        n2, nout2, ncut2 = _encode(pipe.tokenizer_2, pipe.text_encoder_2, negative_prompt)
-    positive = torch.cat([h1, h2], dim=-1)
-    pooled = out2.text_embeds
-    negative = torch.cat([n1, n2], dim=-1)
-    negative_pooled = nout2.text_embeds
-    refiner_negative, refiner_negative_pooled = n2, negative_pooled
-    if negative_prompt == "":
-        if pipe.config.force_zeros_for_empty_prompt:
-            negative, negative_pooled = torch.zeros_like(negative), torch.zeros_like(pooled)
-        refiner = model.refiner.pipe if model.refiner else None
-        if refiner is not None and refiner.config.force_zeros_for_empty_prompt:
-            refiner_negative = torch.zeros_like(n2)
-            refiner_negative_pooled = torch.zeros_like(pooled)
-    dtype = model.dtype
+        pos = encode(parse_attention(prompt))
+        neg = encode(parse_attention(negative_prompt))
+        empty = encode([("", 1.0)]).hidden
+    chunks = max(pos.chunks, neg.chunks)
+    negative, negative_pooled = pad_chunks(neg.hidden, chunks, empty), neg.pooled
+    assert pos.pooled is not None and negative_pooled is not None
+    if negative_prompt == "" and model.base.pipe.config.force_zeros_for_empty_prompt:
+        negative, negative_pooled = torch.zeros_like(negative), torch.zeros_like(negative_pooled)
     return SdxlEmbeds(
-        prompt_embeds=positive.to(dtype),
-        pooled=pooled.to(dtype),
-        negative=negative.to(dtype),
-        negative_pooled=negative_pooled.to(dtype),
-        refiner_prompt_embeds=h2.to(dtype),
-        refiner_pooled=pooled.to(dtype),
-        refiner_negative=refiner_negative.to(dtype),
-        refiner_negative_pooled=refiner_negative_pooled.to(dtype),
-        truncated=cut1 or cut2 or ncut1 or ncut2,
+        prompt_embeds=pad_chunks(pos.hidden, chunks, empty),
+        pooled=pos.pooled,
+        negative=negative,
+        negative_pooled=negative_pooled,
+        chunks=chunks,
     )
+
+
+def _zero_negative(schedule: PromptSchedule, pipe: Any, negative_prompt: str) -> Any:
+    """`schedule.at`, with the negative side zeroed for an empty negative prompt when the
+    pipeline's config asks for it (the SDXL base's does, the refiner's does not)."""
+    if negative_prompt != "" or not pipe.config.force_zeros_for_empty_prompt:
+        return schedule.at
+
+    def at(step: int) -> StepConditioning:
+        cond = schedule.at(step)
+        assert cond.negative_pooled is not None
+        return replace(
+            cond,
+            negative=torch.zeros_like(cond.negative),
+            negative_pooled=torch.zeros_like(cond.negative_pooled),
+        )
+
+    return at
+
+
+def _added_cond(neg_ids: torch.Tensor, pos_ids: torch.Tensor) -> AddedCond:
+    """SDXL's micro-conditioning for the UNet: pooled text embeddings and time ids, in the
+    loop's order [negative, positive 1, positive 2, ...], each repeated over the batch."""
+
+    def added(cond: StepConditioning, batch: int) -> dict[str, torch.Tensor]:
+        assert cond.negative_pooled is not None and cond.positive_pooled is not None
+        pooled = [cond.negative_pooled, *cond.positive_pooled]
+        ids = [neg_ids] + [pos_ids] * len(cond.positive_pooled)
+        return {
+            "text_embeds": torch.cat([p.expand(batch, -1) for p in pooled]),
+            "time_ids": torch.cat([i.expand(batch, -1) for i in ids]),
+        }
+
+    return added
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -486,76 +539,64 @@ def generate_sdxl(
     )
     # highNoiseFrac = 1 (or a split that leaves the refiner no timestep): the base does it all.
     run_refiner = refiner is not None and refiner_count > 0
-    embeds = encode_prompts_sdxl(model, req.prompt, req.negative_prompt)
+    total = base_count + (refiner_count if run_refiner else 0)
+    # Prompt editing counts steps over the whole run: the base's, then the refiner's.
+    te1, te2 = _base_encoders(model)
+    schedule = PromptSchedule(_joint(te1, te2), req.prompt, req.negative_prompt, total)
     seeds = [req.seed + i for i in range(req.samples)]
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    state: dict[str, Any] = {
-        "interrupted": False,
-        "callback_error": None,
-        "offset": 0,
-        "total": base_count + (refiner_count if run_refiner else 0),
-        "done": 0,
-    }
+    device, dtype = model.device, model.dtype
+    size = torch.tensor([[req.height, req.width]], dtype=dtype, device=device)
+    crops = torch.zeros((1, 2), dtype=dtype, device=device)
 
-    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            done = state["offset"] + step + 1
-            state["done"] = done
-            state["total"] = max(state["total"], state["offset"] + p.num_timesteps)
-            on_step(done, state["total"])
-            if should_stop():
-                state["interrupted"] = True
-        except Exception as exc:
-            state["callback_error"] = exc
-        if state["interrupted"] or state["callback_error"] is not None:
-            p._interrupt = True
-        return kwargs
-
-    def check_stopped() -> None:
-        if state["callback_error"] is not None:
-            raise state["callback_error"]
-        if state["interrupted"]:
-            raise GenerationInterrupted("generation was stopped between steps")
-
-    with _model_errors(req):
-        latents = base(
-            prompt_embeds=embeds.prompt_embeds,
-            negative_prompt_embeds=embeds.negative,
-            pooled_prompt_embeds=embeds.pooled,
-            negative_pooled_prompt_embeds=embeds.negative_pooled,
-            num_images_per_prompt=req.samples,
-            num_inference_steps=req.steps,
-            guidance_scale=req.scale,
-            width=req.width,
-            height=req.height,
-            generator=generators,
-            denoising_end=req.high_noise_frac if run_refiner else None,
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).images
-    check_stopped()
-    base_run = state["done"]
-    refiner_run = 0
-    if run_refiner:
-        assert refiner is not None
-        state["offset"] = base_run
-        with _model_errors(req):
-            latents = refiner(
-                image=latents,
-                prompt_embeds=embeds.refiner_prompt_embeds,
-                negative_prompt_embeds=embeds.refiner_negative,
-                pooled_prompt_embeds=embeds.refiner_pooled,
-                negative_pooled_prompt_embeds=embeds.refiner_negative_pooled,
-                num_images_per_prompt=req.samples,
-                num_inference_steps=req.steps_refiner,
-                denoising_start=req.high_noise_frac,
-                guidance_scale=req.scale,
-                generator=generators,
-                output_type="latent",
-                callback_on_step_end=step_end,
-            ).images
-        check_stopped()
-        refiner_run = state["done"] - base_run
+    with callback_errors(), _model_errors(req):
+        scheduler = base.scheduler
+        scheduler.set_timesteps(req.steps, device=device)
+        timesteps = scheduler.timesteps[:base_count]
+        scale = base.vae_scale_factor
+        shape = (req.samples, base.unet.config.in_channels, req.height // scale, req.width // scale)
+        latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+        latents = latents * scheduler.init_noise_sigma
+        time_ids = torch.cat([size, crops, size], dim=1)
+        latents = denoise(
+            base.unet,
+            scheduler,
+            latents,
+            timesteps,
+            conditioning=_zero_negative(schedule, base, req.negative_prompt),
+            guidance=req.scale,
+            generators=generators,
+            on_step=on_step,
+            should_stop=should_stop,
+            added_cond=_added_cond(time_ids, time_ids),
+            total_steps=total,
+        )
+        if run_refiner:
+            assert refiner is not None
+            rschedule = PromptSchedule(_joint(None, te2), req.prompt, req.negative_prompt, total)
+            rscheduler = refiner.scheduler
+            rscheduler.set_timesteps(req.steps_refiner, device=device)
+            t_start = len(rscheduler.timesteps) - refiner_count
+            if hasattr(rscheduler, "set_begin_index"):
+                rscheduler.set_begin_index(t_start)
+            pos_ids = torch.tensor([[req.height, req.width, 0, 0, AESTHETIC]], dtype=dtype)
+            neg_ids = torch.tensor([[req.height, req.width, 0, 0, NEGATIVE_AESTHETIC]], dtype=dtype)
+            conditioning = _zero_negative(rschedule, refiner, req.negative_prompt)
+            latents = denoise(
+                refiner.unet,
+                rscheduler,
+                latents,
+                rscheduler.timesteps[t_start:],
+                conditioning=lambda i: conditioning(base_count + i),
+                guidance=req.scale,
+                generators=generators,
+                on_step=on_step,
+                should_stop=should_stop,
+                added_cond=_added_cond(neg_ids.to(device), pos_ids.to(device)),
+                step_offset=base_count,
+                total_steps=total,
+            )
+    base_run, refiner_run = base_count, refiner_count if run_refiner else 0
     with _model_errors(req):
         images = [_decode(base, latents[i : i + 1]) for i in range(req.samples)]
 
@@ -593,7 +634,7 @@ def generate_sdxl(
         "base_steps_run": base_run,
         "refiner_steps_run": refiner_run,
         "active_adapters": [{"adapter": n, "weight": w} for n, w in model.active],
-        "prompt_truncated": embeds.truncated,
+        **schedule.describe(),
         "elapsed_seconds": round(time.monotonic() - started, 3),
     }
     return GenerationResult(files=files, info=info)
