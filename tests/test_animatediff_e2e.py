@@ -183,7 +183,7 @@ def test_seed_page_request_is_accepted_and_kill_works_mid_clip(
 
 @pytest.mark.skipif(
     not os.environ.get("TOONFORGE_SLOW_TESTS"),
-    reason="the page's request runs ~5 min on 2 CPU cores (18 frames, 16 steps, 512x512); "
+    reason="the page's request takes 5-10 min on 2 CPU cores (18 frames, 16 steps, 512x512); "
     "set TOONFORGE_SLOW_TESTS=1",
 )
 def test_seed_page_request_runs_to_success(client: Client) -> None:
