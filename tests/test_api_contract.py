@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from support import Client, Server, create_keys
 
 CARTOON = "futurist/CartoonMix%20v1.0"
 SMALL = {"prompt": "a cat", "samples": 1, "steps": 2, "width": 64, "height": 64}
+CATALOG_DIR = Path(__file__).resolve().parents[1] / "src" / "toonforge" / "catalog" / "tools"
 
 
 def envelope_error(r: httpx.Response) -> list[dict[str, Any]]:
@@ -129,14 +132,22 @@ def test_slug_with_space_and_clean_slug_route(client: Client, path: str) -> None
     assert data["errors"] == []
 
 
-def test_tool_whose_engine_is_not_built(client: Client) -> None:
-    r = client.post("/v1/Run/retroAIx/Retro-Cartoons", {})
+def test_tool_whose_engine_is_not_built(make_server: Any, tmp_path: Path) -> None:
+    # Every catalog tool runs now: an operator's manifest marked not ready stands in.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    manifest = yaml.safe_load((CATALOG_DIR / "cartoonmix-v1-0.yaml").read_text())
+    manifest.update(
+        id="901", owner="acme", slug="Later", engine_ready=False, engine_note="not built yet"
+    )
+    (tools / "later.yaml").write_text(yaml.safe_dump(manifest))
+    srv = make_server(TOONFORGE_EXTRA_TOOLS_DIRS=json.dumps([str(tools)])).start()
+    client = Client(srv.url, srv.keys)
+    r = client.post("/v1/Run/acme/Later", {})
     errors = envelope_error(r)
     assert errors[0] == {"code": 1, "message": "tool-not-accessible"}
     assert "not built yet" in errors[1]["message"]
-    detail = client.post(
-        "/v1/Tool/Detail", {"slugowner": "retroAIx", "slugproject": "Retro-Cartoons"}
-    ).json()
+    detail = client.post("/v1/Tool/Detail", {"slugowner": "acme", "slugproject": "Later"}).json()
     assert detail["tool"][0]["engineready"] is False
     assert "not built yet" in detail["tool"][0]["enginenote"]
 
@@ -209,6 +220,8 @@ def test_unparseable_body(client: Client) -> None:
         ("scheduler", "Foo", "Request parameter [scheduler] must be one of:"),
         ("prompt", "x" * 4001, "Request parameter [prompt] must be at most 4000 characters"),
         ("prompt", {"a": 1}, "Request parameter [prompt] must be a string"),
+        ("prompt", "a (cat:1.2.3)", "Request parameter [prompt] the weight '1.2.3'"),
+        ("negativePrompt", "(ugly:1.2.3)", "Request parameter [negativePrompt] the weight"),
     ],
 )
 def test_invalid_input_names_the_parameter_and_queues_nothing(

@@ -112,6 +112,31 @@ def _is_absent(spec: InputSpec, raw: Any) -> bool:
     return spec.type in ("number", "float", "range") and isinstance(raw, str) and not raw.strip()
 
 
+# Families whose prompts use AUTOMATIC1111's syntax (toonforge.prompts).
+A1111_PROMPT_FAMILIES = frozenset({"sd15", "sdxl"})
+
+
+def _prompt_syntax(manifest: Manifest, params: dict[str, Any]) -> list[ValidationIssue]:
+    """A prompt AUTOMATIC1111 itself cannot run (a weight such as `(a:1.2.3)`) is refused
+    here, before anything is queued, rather than failing the task later."""
+    if manifest.backend.family not in A1111_PROMPT_FAMILIES:
+        return []
+    from toonforge.prompts import PromptError, plan
+
+    steps = params.get("steps")
+    steps = steps if isinstance(steps, int) and steps >= 1 else 1
+    out = []
+    for name, negative in (("prompt", False), ("negativePrompt", True)):
+        text = params.get(name)
+        if not isinstance(text, str):
+            continue
+        try:
+            plan(text, steps, negative=negative)
+        except PromptError as exc:
+            out.append(ValidationIssue(name, f"Request parameter [{name}] {exc}"))
+    return out
+
+
 def validate_inputs(
     manifest: Manifest,
     body: dict[str, Any],
@@ -145,6 +170,8 @@ def validate_inputs(
             issues.append(ValidationIssue(spec.name, err))
         else:
             params[spec.name] = value
+    if not issues:
+        issues += _prompt_syntax(manifest, params)
     if issues:
         raise InvalidInputs(issues)
     # Inputs the tool does not declare are kept as sent (the parameters show the request as
