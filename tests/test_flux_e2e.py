@@ -227,10 +227,12 @@ def test_real_mode_without_weights_says_what_is_missing(tmp_path: Path) -> None:
     try:
         client = Client(srv.url, srv.keys)  # type: ignore[attr-defined]
         r = client.post(f"/v1/Run/{COMICS}", SMALL)
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
         task = client.wait(r.json()["taskid"])
-        assert task["status"] == "task_postprocess_end" and task["pexit"] != "0"
+        why = f"{task}\n--- server log ---\n{srv.log()[-4000:]}"
+        assert task["status"] == "task_postprocess_end" and task["pexit"] != "0", why
         err = task["debugerror"]
+        assert "black-forest-labs/FLUX.1-dev" in err, why
         assert "black-forest-labs/FLUX.1-dev" in err
         assert "'Comics-Factory-v1.safetensors'" in err
         assert "No public download is known" in err
