@@ -186,6 +186,7 @@ def test_seed_page_request_is_accepted_and_kill_works_mid_clip(
     reason="the page's request takes 5-10 min on 2 CPU cores (18 frames, 16 steps, 512x512); "
     "set TOONFORGE_SLOW_TESTS=1",
 )
+@pytest.mark.timeout(3600)
 def test_seed_page_request_runs_to_success(client: Client) -> None:
     task = client.wait(client.run(TOOL, SEED_PAGE_REQUEST)["taskid"], timeout=1800)
     assert task["pexit"] == "0", task["debugerror"]
