@@ -72,16 +72,17 @@ def test_video_has_the_frames_and_size_asked_for(
     assert result.info["base_model"] == manifest.backend.default_base_model == "485"
     # Motion: the frames are not one image repeated.
     assert np.abs(frames[0] - frames[-1]).mean() > 0.5
-
-
-def test_same_seed_same_video_other_seed_differs(
-    runtime: Any, manifest: Manifest, small: Callable[..., dict[str, Any]]
-) -> None:
-    a = decode(generate(runtime, manifest, small()).files[0].data)[1]
-    b = decode(generate(runtime, manifest, small()).files[0].data)[1]
-    c = decode(generate(runtime, manifest, small(seed="8")).files[0].data)[1]
-    assert np.array_equal(a, b)
-    assert np.abs(a - c).mean() > 1
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "0.mp4")
+        Path(path).write_bytes(out.data)
+        probe = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
+            capture_output=True,
+            text=True,
+        ).stderr
+    assert "Video: h264" in probe and "yuv420p" in probe and "64x96" in probe
+    # moov before mdat: browsers start playing before the whole file is downloaded.
+    assert out.data.index(b"moov") < out.data.index(b"mdat")
 
 
 def test_bases_differ_and_empty_means_default(
@@ -183,20 +184,3 @@ def test_real_weights_share_the_sd15_part_with_an_image_tool(
     result = generate(runtime, manifest, small(selectedModel="969"))
     assert result.info["tiny"] is False
     assert decode(result.files[0].data)[1].shape == (4, 64, 64, 3)
-
-
-def test_ffprobe_view_of_the_mp4(
-    runtime: Any, manifest: Manifest, small: Callable[..., dict[str, Any]]
-) -> None:
-    data = generate(runtime, manifest, small(frameNumber=3)).files[0].data
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "0.mp4")
-        Path(path).write_bytes(data)
-        out = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
-            capture_output=True,
-            text=True,
-        ).stderr
-    assert "Video: h264" in out and "yuv420p" in out and "64x64" in out
-    # moov before mdat: playback starts before the whole file is downloaded.
-    assert data.index(b"moov") < data.index(b"mdat")
