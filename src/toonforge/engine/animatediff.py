@@ -435,9 +435,12 @@ def generate_video(
     pipe.scheduler = make_scheduler(model.scheduler_config)
     lora_loaded_now = model.use_lora(req.lora)
     adapter = model.adapters[req.lora]
-    embeds = encode_prompts(
-        pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, 1, {}
-    )
+    try:
+        embeds = encode_prompts(
+            pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, 1, {}
+        )
+    except ValueError as exc:  # PromptError: a prompt AUTOMATIC1111 itself cannot run
+        raise ModelError(f"prompt: {exc}") from exc
     generator = torch.Generator("cpu").manual_seed(req.seed)
     state: dict[str, Any] = {"interrupted": False, "callback_error": None}
 
