@@ -203,6 +203,14 @@ def test_unparseable_body(client: Client) -> None:
 # --- validation -----------------------------------------------------------------------------
 
 
+def test_a_malformed_flux_json_prompt_is_refused_at_run(client: Client) -> None:
+    r = client.post("/v1/Run/WizardWhitebeard/Toon-Renders", {"prompt": '{"T5": 3}'})
+    errors = envelope_error(r)
+    assert errors[0]["message"] == (
+        "Request parameter [prompt] the JSON prompt's 'T5' value must be a string, got int"
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

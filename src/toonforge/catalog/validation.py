@@ -119,9 +119,23 @@ A1111_PROMPT_FAMILIES = frozenset({"sd15", "sdxl"})
 def _prompt_syntax(manifest: Manifest, params: dict[str, Any]) -> list[ValidationIssue]:
     """A prompt AUTOMATIC1111 itself cannot run (a weight such as `(a:1.2.3)`) is refused
     here, before anything is queued, rather than failing the task later."""
+    from toonforge.prompts import PromptError, plan
+
+    if manifest.backend.family == "flux":
+        from toonforge.prompts.encoders import split_encoder_prompt
+
+        out = []
+        for name in ("prompt", "negativePrompt"):
+            text = params.get(name)
+            if isinstance(text, str):
+                try:
+                    split_encoder_prompt(name, text)
+                except PromptError as exc:
+                    detail = str(exc).removeprefix(f"{name}: ")
+                    out.append(ValidationIssue(name, f"Request parameter [{name}] {detail}"))
+        return out
     if manifest.backend.family not in A1111_PROMPT_FAMILIES:
         return []
-    from toonforge.prompts import PromptError, plan
 
     steps = params.get("steps")
     steps = steps if isinstance(steps, int) and steps >= 1 else 1

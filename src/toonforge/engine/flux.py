@@ -17,7 +17,6 @@ is ignored and the task's debug output says so.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -43,6 +42,8 @@ from toonforge.engine.contract import (
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
+from toonforge.prompts import PromptError
+from toonforge.prompts.encoders import EncoderPrompts, split_encoder_prompt
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -53,7 +54,6 @@ MAX_SEQUENCE_LENGTH = 512
 # Width and height must be multiples of 16: the VAE downsamples by 8 and the transformer
 # packs latents in 2x2 patches (FluxPipeline silently resizes other sizes).
 SIZE_MULTIPLE = 16
-JSON_PROMPT_KEYS = ("T5", "CLIP-L")
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 # The base folder's weight-bearing components (the hub repo also holds a 23 GB single file
 # that from_pretrained does not read; it must not count in the memory estimate).
@@ -247,40 +247,12 @@ def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> d
 # -- request ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EncoderPrompts:
-    clip: str  # diffusers' `prompt`
-    t5: str  # diffusers' `prompt_2`
-    json: bool  # came from a {"T5": ..., "CLIP-L": ...} object
-
-    def describe(self) -> dict[str, Any]:
-        how = "JSON prompt" if self.json else "plain prompt (same text to both encoders)"
-        return {"CLIP-L": self.clip, "T5": self.t5, "source": how}
-
-
 def split_prompt(name: str, text: str) -> EncoderPrompts:
-    """`{"T5": ..., "CLIP-L": ...}` -> one text per encoder; any other string -> both.
-
-    With only one of the two keys, the other encoder gets the same text. A JSON object with
-    either key whose values are not strings is an error naming `name`.
-    """
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            doc = json.loads(stripped)
-        except json.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict) and any(k in doc for k in JSON_PROMPT_KEYS):
-            for key in JSON_PROMPT_KEYS:
-                if key in doc and not isinstance(doc[key], str):
-                    raise ModelError(
-                        f"{name}: the JSON prompt's {key!r} value must be a string, "
-                        f"got {type(doc[key]).__name__}"
-                    )
-            t5 = doc.get("T5", doc.get("CLIP-L"))
-            clip = doc.get("CLIP-L", doc.get("T5"))
-            return EncoderPrompts(clip=clip, t5=t5, json=True)
-    return EncoderPrompts(clip=text, t5=text, json=False)
+    """`toonforge.prompts.encoders.split_prompt`, its error as a model error."""
+    try:
+        return split_encoder_prompt(name, text)
+    except PromptError as exc:
+        raise ModelError(str(exc)) from exc
 
 
 def _param(params: dict[str, Any], name: str, kind: type) -> Any:
