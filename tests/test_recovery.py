@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 from typing import Any
 
 from support import CARTOON, SMALL, Client, Server
@@ -84,3 +86,28 @@ def test_sigterm_hands_the_running_task_back(make_server: Any) -> None:
     finally:
         second.terminate()
         second.wait(30)
+
+
+def test_workers_stop_when_serve_is_killed(make_server: Any) -> None:
+    """`serve` killed with SIGKILL (no chance to stop its workers): they notice and exit
+    instead of running on as orphans."""
+    srv = make_server(workers=1)
+    srv.start()
+    assert srv.proc is not None
+    children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
+    workers = [int(pid) for pid in children]
+    assert workers, "serve started no worker"
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its serve process"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (its parent, init, reaps it)

@@ -44,6 +44,9 @@ def _first_project(services: Services) -> None:
     sys.stdout.flush()
 
 
+SUPERVISOR_ENV = "TOONFORGE_SUPERVISOR_PID"
+
+
 class WorkerSupervisor:
     """Keeps N worker processes alive beside the API; a crashed worker is restarted."""
 
@@ -54,9 +57,9 @@ class WorkerSupervisor:
         self._thread = threading.Thread(target=self._watch, name="workers", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "toonforge", "worker"], env=os.environ.copy()
-        )
+        # The worker stops (handing its task back) if this process dies without stopping it.
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        return subprocess.Popen([sys.executable, "-m", "toonforge", "worker"], env=env)
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]
@@ -141,9 +144,27 @@ def run_worker(settings: Settings) -> int:
     services = build_services(settings)
     worker = Worker(services, EngineRuntime(settings))
     install_signal_handlers(worker)
+    _stop_with_supervisor(worker.stopping)
     worker.run_forever()
     services.close()
     return 0
+
+
+def _stop_with_supervisor(stopping: threading.Event) -> None:
+    """A worker started by `serve` stops when `serve` is gone (killed with SIGKILL, say)
+    instead of running on as an orphan: it finishes or hands back its task and exits."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while not stopping.wait(1.0):
+            if os.getppid() != int(supervisor):
+                log.warning("serve (pid %s) is gone: this worker stops", supervisor)
+                stopping.set()
+                return
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def worker(args: argparse.Namespace) -> int:
