@@ -9,8 +9,8 @@ real resolution, pool and adapter code is what is measured.
 Printed (no assertions):
 - cold load of the base (FluxPipeline.from_pretrained, median over rounds, each after
   unloading everything) against going from Toon-Renders to Comics-Factory: the first switch
-  (the second LoRA is loaded onto the resident base) and later switches (both adapters
-  resident: set_adapters only). Target ratio <= 0.05.
+  and later switches. A base loads with the LoRAs of every tool that runs on it, so both are
+  set_adapters only. Target ratio <= 0.05.
 - peak RSS of a process that used one FLUX tool against one that used both (each in its own
   subprocess, one generation per tool). Target ratio <= 1.10.
 - parameter bytes of the base against those of each adapter.
@@ -117,12 +117,13 @@ def child_switch(args: argparse.Namespace) -> dict[str, Any]:
         base_event = info["parts"][0]
         assert base_event["reused"] is False
         cold.append(base_event["load_seconds"])
-        # First switch: Comics-Factory's LoRA is loaded onto the resident base.
+        # First switch: Comics-Factory's LoRA was loaded with the base (every tool on a base
+        # gets its adapter when the base loads), so this too is an adapter switch.
         started = time.perf_counter()
         info = rt.prepare(m[COMICS], p[COMICS])
         flux.activate(rt.model_for(m[COMICS], p[COMICS]), m[COMICS].backend.loras)
         first.append(time.perf_counter() - started)
-        assert info["parts"][0]["reused"] is True and info["lora"]["loaded_now"]
+        assert info["parts"][0]["reused"] is True and not info["lora"]["loaded_now"]
         # Later switches: both adapters resident, set_adapters only.
         for key in (TOON, COMICS, TOON, COMICS):
             started = time.perf_counter()
@@ -237,7 +238,9 @@ def main() -> None:
         f"cold load of the base, weights not in the page cache (median of {args.rounds}): "
         f"{cold:.3f}s (warm reload: {statistics.median(sw['warm_load']):.3f}s)"
     )
-    print(f"first switch Toon-Renders -> Comics-Factory (LoRA load + activate): {first:.3f}s")
+    print(
+        f"first switch Toon-Renders -> Comics-Factory (adapter loaded with the base): {first:.3f}s"
+    )
     print(f"later switches (both adapters resident, set_adapters): {later * 1000:.1f} ms")
     print(f"ratio first switch / cold load: {first / cold:.3f} (target <= 0.05)")
     print(f"ratio later switch / cold load: {later / cold:.4f} (target <= 0.05)")

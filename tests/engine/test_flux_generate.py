@@ -194,6 +194,19 @@ def test_switching_tools_swaps_adapters_on_one_base(
     assert np.array_equal(img(a), img(a2)), "the other adapter is inactive, not merged"
 
 
+def test_a_base_loads_with_every_tool_adapter_so_the_first_switch_is_a_swap(
+    runtime: Any, toon: Manifest, comics: Manifest
+) -> None:
+    runtime.unload_all()
+    first = runtime.prepare(toon, {**SMALL})
+    assert first["parts"][0]["reused"] is False
+    assert first["lora"]["resident"] == ["comics-factory-v1", "toon-renders"]
+    switch = runtime.prepare(comics, {**SMALL})
+    assert switch["reused"] is True
+    assert switch["lora"]["loaded_now"] == []
+    assert switch["lora"]["already_resident"] == ["comics-factory-v1"]
+
+
 def test_should_stop_interrupts_between_steps(runtime: Any, toon: Manifest, run: Run) -> None:
     steps: list[tuple[int, int]] = []
     with pytest.raises(GenerationInterrupted):

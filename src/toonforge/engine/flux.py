@@ -194,6 +194,26 @@ def ensure_adapters(model: FluxModel, loras: tuple[tuple[Lora, Path], ...]) -> d
     return out
 
 
+def _sibling_loras(
+    ctx: EngineContext, manifest: Manifest, weights: FluxWeights
+) -> tuple[tuple[Lora, Path], ...]:
+    """LoRAs of the other catalog tools that run on the same base files. A tool whose LoRA is
+    not on this machine is skipped (its own task reports what is missing)."""
+    from toonforge.catalog import load_catalog
+
+    out: list[tuple[Lora, Path]] = []
+    for other in load_catalog(ctx.settings.extra_tools_dirs):
+        if other.key == manifest.key or other.backend.family != "flux":
+            continue
+        try:
+            theirs = resolve_flux(ctx.settings, other)
+        except ModelError:
+            continue
+        if theirs.base_key == weights.base_key:
+            out += [item for item in theirs.loras if item not in out]
+    return tuple(out)
+
+
 def _weights_and_model(
     ctx: EngineContext, manifest: Manifest
 ) -> tuple[FluxWeights, FluxModel, dict[str, bool]]:
@@ -211,6 +231,12 @@ def _weights_and_model(
         lambda: load_flux(weights.base_dir, weights.tiny, ctx.device, ctx.dtype),
         weights.estimate_bytes(),
     )
+    if not model.adapters:
+        # A base just loaded: also load the adapters of the other tools on this base, so
+        # that going from one tool to another is only ever an adapter switch.
+        siblings = ensure_adapters(model, _sibling_loras(ctx, manifest, weights))
+        if siblings:
+            logger.info("preloaded the LoRAs of tools on the same base: %s", sorted(siblings))
     loaded = ensure_adapters(model, weights.loras)
     for lora, path in weights.loras:
         # Adapters live on the base part; record them beside it, loaded now or resident.
