@@ -183,8 +183,8 @@ def test_seed_page_request_is_accepted_and_kill_works_mid_clip(
 
 @pytest.mark.skipif(
     not os.environ.get("TOONFORGE_SLOW_TESTS"),
-    reason="the page's request takes 5-10 min on 2 CPU cores (18 frames, 16 steps, 512x512); "
-    "set TOONFORGE_SLOW_TESTS=1",
+    reason="the page's request (18 frames, 16 steps, 512x512) takes ~1 min on an idle 2-core "
+    "CPU and 10 min on a loaded one; set TOONFORGE_SLOW_TESTS=1",
 )
 @pytest.mark.timeout(3600)
 def test_seed_page_request_runs_to_success(client: Client) -> None:
