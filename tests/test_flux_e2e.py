@@ -184,10 +184,12 @@ def test_json_prompt_example_with_negative_prompt(client: Client) -> None:
     assert np.abs(images(task)[0] - images(plain)[0]).max() > 2
 
 
-def test_bad_json_prompt_fails_the_task_with_a_clear_error(client: Client) -> None:
-    task = client.wait(client.run(TOON, {**SMALL, "prompt": '{"T5": 5, "CLIP-L": "x"}'})["taskid"])
-    assert task["status"] == "task_postprocess_end" and task["pexit"] != "0"
-    assert "prompt: the JSON prompt's 'T5' value must be a string" in task["debugerror"]
+def test_bad_json_prompt_is_refused_at_run(client: Client) -> None:
+    r = client.post(f"/v1/Run/{TOON}", {**SMALL, "prompt": '{"T5": 5, "CLIP-L": "x"}'}).json()
+    assert r["result"] is False
+    assert r["errors"][0]["message"] == (
+        "Request parameter [prompt] the JSON prompt's 'T5' value must be a string, got int"
+    )
 
 
 def test_switching_tools_keeps_one_base(client: Client, flux_server: Server) -> None:
