@@ -25,8 +25,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 
 from toonforge.catalog.manifest import BaseModelChoice, Lora, Manifest
+from toonforge.engine.common import MAX_SEED, model_errors
+from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
@@ -57,7 +58,6 @@ from toonforge.engine.weights import (
 
 logger = logging.getLogger("toonforge.engine")
 
-MAX_SEED = 2**64 - 1
 FPS = 8  # AnimateDiff's own export rate (16 frames = 2 s)
 GUIDANCE_SCALE = 7.5  # the page has no scale input; diffusers' AnimateDiff default
 DECODE_CHUNK = 8  # frames per VAE decode call: bounds the memory peak
@@ -344,17 +344,6 @@ def prepare(ctx: EngineContext, manifest: Manifest, params: dict[str, Any]) -> d
 # ---------------------------------------------------------------- generation
 
 
-def _param(params: dict[str, Any], name: str, kind: type) -> Any:
-    if name not in params:
-        raise ModelError(f"{name}: missing parameter")
-    value = params[name]
-    if kind is str and value is None:
-        value = ""
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
-    return value
-
-
 @dataclass
 class _Request:
     prompt: str
@@ -534,14 +523,6 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         Path(name).unlink(missing_ok=True)
 
 
-@contextmanager
-def _model_errors(req: _Request) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise ModelError(
-            f"out of memory generating {req.frames} frames at {req.width}x{req.height}: "
-            "lower frameNumber, width or height"
-        ) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"AnimateDiff generation failed: {exc}") from exc
+def _model_errors(req: _Request) -> AbstractContextManager[None]:
+    job = f"{req.frames} frames at {req.width}x{req.height}"
+    return model_errors("AnimateDiff", job, "frameNumber, width or height")

@@ -19,16 +19,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Lora, Manifest
+from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
@@ -48,13 +48,11 @@ from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
 
-MAX_SEED = 2**64 - 1
 # FLUX.1-dev was trained with 512 T5 tokens (schnell: 256).
 MAX_SEQUENCE_LENGTH = 512
 # Width and height must be multiples of 16: the VAE downsamples by 8 and the transformer
 # packs latents in 2x2 patches (FluxPipeline silently resizes other sizes).
 SIZE_MULTIPLE = 16
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 # The base folder's weight-bearing components (the hub repo also holds a 23 GB single file
 # that from_pretrained does not read; it must not count in the memory estimate).
 _COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
@@ -151,7 +149,7 @@ def load_flux(base_dir: Path, tiny: bool, device: torch.device, dtype: torch.dty
     started = time.monotonic()
     try:
         pipe = FluxPipeline.from_pretrained(str(base_dir), dtype=dtype, local_files_only=True)
-    except _LOAD_ERRORS as exc:
+    except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the FLUX base from {base_dir}: {exc}") from exc
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -182,7 +180,7 @@ def ensure_adapters(model: FluxModel, loras: tuple[tuple[Lora, Path], ...]) -> d
         started = time.monotonic()
         try:
             model.pipe.load_lora_weights(str(path), adapter_name=lora.name)
-        except (*_LOAD_ERRORS, AssertionError) as exc:
+        except (*LOAD_ERRORS, AssertionError) as exc:
             # A failed load may leave a half-registered adapter behind: drop it.
             with contextlib.suppress(Exception):  # nothing was registered
                 model.pipe.delete_adapters([lora.name])
@@ -279,17 +277,6 @@ def split_prompt(name: str, text: str) -> EncoderPrompts:
         return split_encoder_prompt(name, text)
     except PromptError as exc:
         raise ModelError(str(exc)) from exc
-
-
-def _param(params: dict[str, Any], name: str, kind: type) -> Any:
-    if name not in params:
-        raise ModelError(f"{name}: missing parameter")
-    value = params[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
-    return value
 
 
 @dataclass
@@ -485,17 +472,9 @@ def generate_flux(
     return GenerationResult(files=files, info=info)
 
 
-@contextmanager
-def _model_errors(req: _Request) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise ModelError(
-            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
-            "lower samples, width or height"
-        ) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"FLUX generation failed: {exc}") from exc
+def _model_errors(req: _Request) -> AbstractContextManager[None]:
+    job = f"{req.samples} x {req.width}x{req.height}"
+    return model_errors("FLUX", job, "samples, width or height")
 
 
 def _decode(pipe: Any, packed: torch.Tensor, height: int, width: int) -> Any:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Manifest
+from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
@@ -41,10 +41,6 @@ from toonforge.engine.sd_sampling import callback_errors, denoise
 from toonforge.engine.weights import ResolvedWeights, resolve_weights
 
 logger = logging.getLogger("toonforge.engine")
-
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
-# Errors diffusers and safetensors raise for unreadable or mismatched weight files.
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
 @dataclass
@@ -96,12 +92,12 @@ def load_sd15(weights: ResolvedWeights, device: torch.device, dtype: torch.dtype
             )
         else:
             pipe = StableDiffusionPipeline.from_pretrained(str(weights.base_dir), **common)
-    except _LOAD_ERRORS as exc:
+    except LOAD_ERRORS as exc:
         raise ModelError(f"could not load SD1.5 weights from {source}: {exc}") from exc
     for token, path in weights.embeddings:
         try:
             pipe.load_textual_inversion(str(path), token=token)
-        except _LOAD_ERRORS as exc:
+        except LOAD_ERRORS as exc:
             message = f"could not load textual inversion {token!r} from {path}: {exc}"
             raise ModelError(message) from exc
     pipe.to(device)
@@ -117,19 +113,6 @@ def load_sd15(weights: ResolvedWeights, device: torch.device, dtype: torch.dtype
         embedding_ids=textual_inversion_ids(pipe.tokenizer, tokens),
         load_seconds=time.monotonic() - started,
     )
-
-
-def _param(params: dict[str, Any], name: str, kind: type) -> Any:
-    if name not in params:
-        raise ModelError(f"{name}: missing parameter")
-    value = params[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is str and value is None:
-        value = ""
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
-    return value
 
 
 @dataclass
@@ -298,18 +281,9 @@ def generate_sd15(
     return GenerationResult(files=files, info=info)
 
 
-@contextmanager
-def _model_errors(req: _Request) -> Iterator[None]:
-    """Turn what torch and diffusers raise mid-generation into a task-level ModelError."""
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise ModelError(
-            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
-            "lower samples, width or height"
-        ) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"SD1.5 generation failed: {exc}") from exc
+def _model_errors(req: _Request) -> AbstractContextManager[None]:
+    job = f"{req.samples} x {req.width}x{req.height}"
+    return model_errors("SD1.5", job, "samples, width or height")
 
 
 def _decode(pipe: Any, latents: torch.Tensor) -> Any:

@@ -20,17 +20,18 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors import SafetensorError
 
 from toonforge.catalog.manifest import Lora, Manifest
+from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
@@ -58,8 +59,6 @@ from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
 
-MAX_SEED = 2**64 - 1
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 # The Retro-Cartoons page's `refiner` select: "" is labelled YES, this value NO.
 REFINER_NO = "--only_base_model"
 # The refiner's aesthetic-score conditioning: diffusers' defaults (and the SDXL report's).
@@ -177,7 +176,7 @@ def load_base(path: Path, device: torch.device, dtype: torch.dtype) -> SdxlBase:
         pipe = StableDiffusionXLPipeline.from_pretrained(
             str(path), dtype=dtype, local_files_only=True, add_watermarker=False
         )
-    except _LOAD_ERRORS as exc:
+    except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the SDXL base from {path}: {exc}") from exc
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -199,7 +198,7 @@ def load_refiner(path: Path, base: SdxlBase, dtype: torch.dtype) -> SdxlRefiner:
             local_files_only=True,
             add_watermarker=False,
         )
-    except _LOAD_ERRORS as exc:
+    except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the SDXL refiner from {path}: {exc}") from exc
     pipe.to(base.pipe.device)
     pipe.set_progress_bar_config(disable=True)
@@ -236,7 +235,7 @@ def ensure_adapters(
                     base.adapters.pop(n)
             try:
                 pipe.load_lora_weights(str(path), adapter_name=name)
-            except _LOAD_ERRORS as exc:
+            except LOAD_ERRORS as exc:
                 raise ModelError(f"could not load LoRA {lora.name!r} from {path}: {exc}") from exc
             base.adapters[name] = stamp(path)
         active.append((name, float(lora.weight)))
@@ -249,19 +248,6 @@ def ensure_adapters(
 
 
 # --- requests --------------------------------------------------------------------------------
-
-
-def _param(params: dict[str, Any], name: str, kind: type) -> Any:
-    if name not in params:
-        raise ModelError(f"{name}: missing parameter")
-    value = params[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is str and value is None:
-        value = ""
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ModelError(f"{name}: expected {kind.__name__}, got {value!r}")
-    return value
 
 
 def wants_refiner(manifest: Manifest, params: dict[str, Any]) -> bool:
@@ -658,17 +644,9 @@ def _parameters_text(req: _Request, model: SdxlModel, manifest: Manifest, seed: 
     return "\n".join(lines)
 
 
-@contextmanager
-def _model_errors(req: _Request) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise ModelError(
-            f"out of memory generating {req.samples} x {req.width}x{req.height}: "
-            "lower samples, width or height"
-        ) from exc
-    except (RuntimeError, ValueError, IndexError) as exc:
-        raise ModelError(f"SDXL generation failed: {exc}") from exc
+def _model_errors(req: _Request) -> AbstractContextManager[None]:
+    job = f"{req.samples} x {req.width}x{req.height}"
+    return model_errors("SDXL", job, "samples, width or height")
 
 
 def _decode(pipe: Any, latents: torch.Tensor) -> Any:
