@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from toonforge.catalog.manifest import BaseModelChoice, Lora, Manifest
-from toonforge.engine.common import MAX_SEED, model_errors
+from toonforge.engine.common import MAX_SEED, PipelineSteps, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
@@ -431,18 +431,7 @@ def generate_video(
     except ValueError as exc:  # PromptError: a prompt AUTOMATIC1111 itself cannot run
         raise ModelError(f"prompt: {exc}") from exc
     generator = torch.Generator("cpu").manual_seed(req.seed)
-    state: dict[str, Any] = {"interrupted": False, "callback_error": None}
-
-    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            on_step(step + 1, p.num_timesteps)
-            if should_stop():
-                state["interrupted"] = True
-        except Exception as exc:
-            state["callback_error"] = exc
-        if state["interrupted"] or state["callback_error"] is not None:
-            p._interrupt = True
-        return kwargs
+    step_end = PipelineSteps(on_step, should_stop)
 
     dtype = model.base.dtype
     with _model_errors(req):
@@ -458,10 +447,7 @@ def generate_video(
             output_type="latent",
             callback_on_step_end=step_end,
         ).frames
-    if state["callback_error"] is not None:
-        raise state["callback_error"]
-    if state["interrupted"]:
-        raise GenerationInterrupted("generation was stopped between steps")
+    step_end.raise_if_stopped()
     with _model_errors(req), torch.no_grad():
         video = pipe.decode_latents(latents, decode_chunk_size=DECODE_CHUNK)
         frames = pipe.video_processor.postprocess_video(video=video, output_type="np")[0]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from toonforge.engine.contract import ModelError
+from toonforge.engine.contract import GenerationInterrupted, ModelError, StepCallback, StopCheck
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 # Errors diffusers and safetensors raise for unreadable or mismatched weight files.
@@ -42,3 +42,37 @@ def model_errors(family: str, job: str, lower: str) -> Iterator[None]:
         raise ModelError(f"out of memory generating {job}: lower {lower}") from exc
     except (RuntimeError, ValueError, IndexError) as exc:
         raise ModelError(f"{family} generation failed: {exc}") from exc
+
+
+class PipelineSteps:
+    """`callback_on_step_end` for a diffusers pipeline: progress after every step, a stop
+    between steps when `should_stop()` turns true, and the worker's own callback errors kept
+    as themselves (a failing callback must not surface as a model error).
+
+        steps = PipelineSteps(on_step, should_stop)
+        pipe(..., callback_on_step_end=steps)
+        steps.raise_if_stopped()
+    """
+
+    def __init__(self, on_step: StepCallback, should_stop: StopCheck):
+        self.on_step = on_step
+        self.should_stop = should_stop
+        self.interrupted = False
+        self.error: Exception | None = None
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> Any:
+        try:
+            self.on_step(step + 1, pipe.num_timesteps)
+            if self.should_stop():
+                self.interrupted = True
+        except Exception as exc:
+            self.error = exc
+        if self.interrupted or self.error is not None:
+            pipe._interrupt = True
+        return kwargs
+
+    def raise_if_stopped(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.interrupted:
+            raise GenerationInterrupted("generation was stopped between steps")

@@ -27,12 +27,11 @@ from typing import Any
 import torch
 
 from toonforge.catalog.manifest import Lora, Manifest
-from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, PipelineSteps, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
     GeneratedFile,
-    GenerationInterrupted,
     GenerationResult,
     ModelError,
     StepCallback,
@@ -383,18 +382,7 @@ def generate_flux(
     seeds = [req.seed + i for i in range(req.samples)]
     # One CPU generator per sample: image i depends only on seed + i.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    state: dict[str, Any] = {"interrupted": False, "callback_error": None}
-
-    def step_end(p: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            on_step(step + 1, p.num_timesteps)
-            if should_stop():
-                state["interrupted"] = True
-        except Exception as exc:
-            state["callback_error"] = exc
-        if state["interrupted"] or state["callback_error"] is not None:
-            p._interrupt = True
-        return kwargs
+    step_end = PipelineSteps(on_step, should_stop)
 
     with _model_errors(req):
         latents = pipe(
@@ -411,10 +399,7 @@ def generate_flux(
             callback_on_step_end=step_end,
             **cfg_args,
         ).images
-    if state["callback_error"] is not None:
-        raise state["callback_error"]
-    if state["interrupted"]:
-        raise GenerationInterrupted("generation was stopped between steps")
+    step_end.raise_if_stopped()
     with _model_errors(req):
         images = [
             _decode(pipe, latents[i : i + 1], req.height, req.width) for i in range(req.samples)
