@@ -76,3 +76,20 @@ class PipelineSteps:
             raise self.error
         if self.interrupted:
             raise GenerationInterrupted("generation was stopped between steps")
+
+
+def check_image_request(
+    samples: int, steps: int, width: int, height: int, seed: int, size_multiple: int = 8
+) -> None:
+    """The engine's own guard on a batch of images (Run validated the inputs already; this
+    protects direct callers): counts at least 1, sizes the latent space can hold, and seeds
+    `seed .. seed + samples - 1` all within the generator's range."""
+    for name, value in (("samples", samples), ("steps", steps)):
+        if value < 1:
+            raise ModelError(f"{name} must be at least 1, got {value}")
+    for name, value in (("width", width), ("height", height)):
+        if value < size_multiple or value % size_multiple:
+            message = f"{name} must be a positive multiple of {size_multiple}, got {value}"
+            raise ModelError(message)
+    if not 0 <= seed <= MAX_SEED - (samples - 1):
+        raise ModelError(f"seed must be between 0 and {MAX_SEED - samples + 1}")

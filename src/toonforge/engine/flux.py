@@ -27,7 +27,12 @@ from typing import Any
 import torch
 
 from toonforge.catalog.manifest import Lora, Manifest
-from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, PipelineSteps, model_errors
+from toonforge.engine.common import (
+    LOAD_ERRORS,
+    PipelineSteps,
+    check_image_request,
+    model_errors,
+)
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
@@ -310,14 +315,7 @@ class _Request:
             width=_param(params, "width", int),
             height=_param(params, "height", int),
         )
-        for name, value in (("samples", req.samples), ("steps", req.steps)):
-            if value < 1:
-                raise ModelError(f"{name} must be at least 1, got {value}")
-        for name, value in (("width", req.width), ("height", req.height)):
-            if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
-                raise ModelError(f"{name} must be a positive multiple of 16, got {value}")
-        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
-            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
+        check_image_request(req.samples, req.steps, req.width, req.height, req.seed, SIZE_MULTIPLE)
         return req
 
 

@@ -17,7 +17,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import LOAD_ERRORS, check_image_request, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
@@ -142,15 +142,7 @@ class _Request:
             height=_param(params, "height", int),
             scheduler=_param(params, "scheduler", str),
         )
-        for name, value in (("samples", req.samples), ("steps", req.steps)):
-            if value < 1:
-                raise ModelError(f"{name} must be at least 1, got {value}")
-        for name, value in (("width", req.width), ("height", req.height)):
-            # The VAE downsamples by 8: other sizes fail deep in the UNet.
-            if value < 8 or value % 8:
-                raise ModelError(f"{name} must be a positive multiple of 8, got {value}")
-        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
-            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
+        check_image_request(req.samples, req.steps, req.width, req.height, req.seed)
         return req
 
 

@@ -30,7 +30,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Lora, Manifest
-from toonforge.engine.common import LOAD_ERRORS, MAX_SEED, model_errors
+from toonforge.engine.common import LOAD_ERRORS, check_image_request, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
@@ -294,9 +294,7 @@ class _Request:
             high_noise_frac=_param(params, "highNoiseFrac", float) if refiner else 1.0,
             steps_refiner=_param(params, "stepsRefiner", int) if refiner else 0,
         )
-        for name, value in (("samples", req.samples), ("steps", req.steps)):
-            if value < 1:
-                raise ModelError(f"{name} must be at least 1, got {value}")
+        check_image_request(req.samples, req.steps, req.width, req.height, req.seed)
         if refiner and req.steps_refiner < 1:
             raise ModelError(f"stepsRefiner must be at least 1, got {req.steps_refiner}")
         if refiner and not 0.0 < req.high_noise_frac <= 1.0:
@@ -304,11 +302,6 @@ class _Request:
                 f"highNoiseFrac must be above 0 and at most 1 with the refiner on, got "
                 f"{req.high_noise_frac}: the base must denoise part of the way"
             )
-        for name, value in (("width", req.width), ("height", req.height)):
-            if value < 8 or value % 8:
-                raise ModelError(f"{name} must be a positive multiple of 8, got {value}")
-        if not 0 <= req.seed <= MAX_SEED - (req.samples - 1):
-            raise ModelError(f"seed must be between 0 and {MAX_SEED - req.samples + 1}")
         return req
 
 
