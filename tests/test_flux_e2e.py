@@ -25,9 +25,7 @@ CALLBACK_TEXT = (
     "You can provide a callback URL; Wiro will send a POST request to it when the task is "
     "completed."
 )
-# The pages' own curl bodies, verbatim except width/height: at 1024x1024 the tiny stand-in
-# takes 35-45 s per request on a 2-core CPU (attention over 4096 image tokens at every step,
-# and the VAE's mid-block attention over 128x128 positions), so they are shrunk to 256.
+# The pages' own curl bodies, verbatim (1024x1024: a few seconds on the tiny stand-in).
 TOON_PAGE_REQUEST = {
     "prompt": 'w1z_r3nd3r, a potato with face and hands is holding a sign with text:"STOP the '
     'SLAUGHTER!" next to a package of french fries, protesting on a street',
@@ -35,8 +33,8 @@ TOON_PAGE_REQUEST = {
     "steps": 28,
     "scale": "1",
     "seed": "26355552",
-    "width": 256,
-    "height": 256,
+    "width": 1024,
+    "height": 1024,
     "callbackUrl": CALLBACK_TEXT,
 }
 COMICS_PAGE_REQUEST = {
@@ -56,8 +54,8 @@ COMICS_PAGE_REQUEST = {
     "steps": 20,
     "scale": "3.5",
     "seed": "93080474",
-    "width": 256,
-    "height": 256,
+    "width": 1024,
+    "height": 1024,
     "callbackUrl": CALLBACK_TEXT,
 }
 SMALL = {
@@ -114,7 +112,7 @@ def test_page_request_runs_to_success(
 ) -> None:
     task = run_ok(client, tool, body)
     assert [o["name"] for o in task["outputs"]] == ["0.png"]
-    assert images(task)[0].shape == (256, 256, 3)
+    assert images(task)[0].shape == (1024, 1024, 3)
     info = debug(task)
     assert info["family"] == "flux" and info["tiny"] is True
     assert info["steps"] == body["steps"] and info["scale"] == float(body["scale"])
