@@ -88,3 +88,18 @@ def test_unknown_tool(tmp_path: Path) -> None:
     env = base_env(tmp_path / "data", None)
     out = toonforge(env, "models", "status", "nobody/nothing")
     assert out.returncode == 1 and "no tool 'nobody/nothing'" in out.stderr
+
+
+def test_files_of_the_same_name_are_told_apart_by_repository(tmp_path: Path) -> None:
+    """The eight motion LoRAs are all diffusion_pytorch_model.safetensors: one placed in its
+    repository's folder counts for that LoRA only."""
+    models = tmp_path / "data" / "models"
+    placed = models / "guoyww" / "animatediff-motion-lora-zoom-in"
+    placed.mkdir(parents=True)
+    (placed / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    env = base_env(tmp_path / "data", None, TOONFORGE_TINY="false")
+    out = toonforge(env, "models", "status", "wiro/animate-diff").stdout
+    lines = {line.split()[1]: line for line in out.splitlines() if "LoRA FILE:" in line}
+    assert "present" in lines["FILE:169584"], out
+    assert "MISSING" in lines["FILE:169585"], out
+    assert "guoyww/animatediff-motion-lora-zoom-out/" in lines["FILE:169585"]

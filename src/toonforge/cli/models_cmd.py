@@ -21,9 +21,13 @@ CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/
 
 def _file_path(settings: Settings, need: Needed) -> Path | None:
     assert need.file is not None
-    local = settings.resolved_models_dir / need.file.file
-    if local.is_file():
-        return local
+    models = settings.resolved_models_dir
+    # `<models>/<repo>/<file>` first: several repositories publish the same file name (the
+    # eight motion LoRAs are all diffusion_pytorch_model.safetensors).
+    candidates = [models / need.file.repo / need.file.file] if need.file.repo else []
+    for local in [*candidates, models / need.file.file]:
+        if local.is_file():
+            return local
     if need.file.repo:
         from huggingface_hub import try_to_load_from_cache
 
@@ -88,6 +92,12 @@ def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def _file_name(need: Needed) -> str:
+    if need.file is None:
+        return ""
+    return f"{need.file.repo}/{need.file.file}" if need.file.repo else need.file.file
+
+
 def status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     catalog = load_catalog(settings.extra_tools_dirs)
@@ -107,7 +117,7 @@ def status(args: argparse.Namespace) -> int:
         for need in needed_weights(m):
             path = locate(settings, need)
             missing += path is None
-            name = need.repo or (need.file.file if need.file else "")
+            name = need.repo or _file_name(need)
             state = f"present  {path}" if path else "MISSING"
             print(f"  {need.what:<28} {name:<60} {state}")
     if not args.tool:
