@@ -24,7 +24,10 @@ SMALL = {"prompt": "a red kite", "frameNumber": 2, "steps": 2, "width": 64, "hei
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("private-models"))
+    # 10 MiB: the tiny checkpoint (3.7 MB) fits, the oversized upload below does not.
+    srv = Server(
+        tmp_path_factory.mktemp("private-models"), TOONFORGE_PRIVATE_MODEL_MAX_GB="0.009765625"
+    )
     srv.keys = create_keys(srv.env)  # type: ignore[attr-defined]
     srv.start()
     yield srv
@@ -136,6 +139,19 @@ def test_bad_uploads_are_refused(alice: Client, server: Server, checkpoint: Path
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"{m['id']}.safetensors" for m in before
     )
+
+
+def test_an_upload_over_the_size_limit_is_refused(alice: Client, server: Server) -> None:
+    before = listed(alice)
+    r = add(alice, "too-big", bytes(11 * 1024 * 1024))
+    assert r["result"] is False
+    message = r["errors"][0]["message"]
+    assert message.startswith("Request parameter [file] is larger than 0.00976562 GB"), message
+    assert "TOONFORGE_PRIVATE_MODEL_MAX_GB" in message
+    assert listed(alice) == before
+    uploads = server.data_dir / "private_models"
+    leftovers = uploads.iterdir() if uploads.is_dir() else []
+    assert not [p for p in leftovers if p.name.startswith(".upload-")]
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     # Loaded pipelines are kept between tasks, least recently used evicted past this budget.
     model_memory_budget_gb: float = 16.0
+    # Largest private base model a project may upload (an SD 1.5 checkpoint with EMA weights
+    # in float32 is about 7.7 GB).
+    private_model_max_gb: float = 8.0
 
     # Worker behaviour.
     worker_poll_seconds: float = 0.05

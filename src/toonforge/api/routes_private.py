@@ -41,6 +41,14 @@ async def add(
     ctype = request.headers.get("content-type", "").lower()
     if not (ctype.startswith("multipart/form-data") and "boundary=" in ctype):
         raise ApiError("Request parameter [file] required (send multipart/form-data)")
+    limit = int(services.settings.private_model_max_gb * 1024**3)
+    too_large = ApiError(
+        f"Request parameter [file] is larger than {services.settings.private_model_max_gb:g} GB, "
+        "the limit for private models (TOONFORGE_PRIVATE_MODEL_MAX_GB)"
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit + 64 * 1024:  # room for the form's own parts
+        raise too_large
     try:
         form = await request.form(max_files=1, max_fields=10)
     except Exception as exc:  # python-multipart raises several types for bad bodies
@@ -49,6 +57,9 @@ async def add(
     name = form.get("name")
     if not isinstance(upload, UploadFile):
         raise ApiError("Request parameter [file] required")
+    if upload.size is not None and upload.size > limit:
+        await upload.close()
+        raise too_large
     if not isinstance(name, str) or not name.strip():
         raise ApiError("Request parameter [name] required")
     settings = services.settings
