@@ -118,3 +118,15 @@ def test_engine_contract_imports_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_nan_latents_are_a_model_error_not_a_black_image() -> None:
+    import torch
+
+    from toonforge.engine.common import check_finite
+
+    check_finite(torch.zeros(1, 4, 8, 8), "after denoising")
+    bad = torch.zeros(1, 4, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ModelError, match="NaN or infinite values at denoising step 3"):
+        check_finite(bad, "at denoising step 3")

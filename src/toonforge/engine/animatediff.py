@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from toonforge.catalog.manifest import BaseModelChoice, Lora, Manifest
-from toonforge.engine.common import MAX_SEED, PipelineSteps, model_errors
+from toonforge.engine.common import MAX_SEED, PipelineSteps, check_finite, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
@@ -448,6 +448,7 @@ def generate_video(
             callback_on_step_end=step_end,
         ).frames
     step_end.raise_if_stopped()
+    check_finite(latents, "after denoising")
     with _model_errors(req), torch.no_grad():
         video = pipe.decode_latents(latents, decode_chunk_size=DECODE_CHUNK)
         frames = pipe.video_processor.postprocess_video(video=video, output_type="np")[0]

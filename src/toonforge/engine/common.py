@@ -93,3 +93,14 @@ def check_image_request(
             raise ModelError(message)
     if not 0 <= seed <= MAX_SEED - (samples - 1):
         raise ModelError(f"seed must be between 0 and {MAX_SEED - samples + 1}")
+
+
+def check_finite(latents: torch.Tensor, where: str) -> None:
+    """NaN or inf in the latents (half precision overflowing, a broken checkpoint) would be
+    decoded into black or garbage images without a word: fail the task instead, saying so
+    (A1111 raises its NansException for the same reason)."""
+    if not torch.isfinite(latents).all():
+        raise ModelError(
+            f"the model produced NaN or infinite values {where}; with float16 try "
+            "TOONFORGE_DTYPE=float32 (or bfloat16), or a lower scale"
+        )

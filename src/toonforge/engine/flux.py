@@ -30,6 +30,7 @@ from toonforge.catalog.manifest import Lora, Manifest
 from toonforge.engine.common import (
     LOAD_ERRORS,
     PipelineSteps,
+    check_finite,
     check_image_request,
     model_errors,
 )
@@ -398,6 +399,7 @@ def generate_flux(
             **cfg_args,
         ).images
     step_end.raise_if_stopped()
+    check_finite(latents, "after denoising")
     with _model_errors(req):
         images = [
             _decode(pipe, latents[i : i + 1], req.height, req.width) for i in range(req.samples)

@@ -95,6 +95,23 @@ class EncodedText:
     tokens: int  # prompt tokens (embedding vectors counted one by one)
 
 
+def _emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis, chunk by chunk: multiply each token's vector by its
+    weight, then rescale so the chunk's mean is what it was before.
+
+    A1111 divides by the new mean unguarded; where that mean is (nearly) zero, the rescale
+    would blow the embedding up to inf/NaN, so the weighted vectors are kept unrescaled there.
+    (A layer-normed hidden state with no bias has a zero mean by construction.)
+    """
+    before = hidden.mean(dim=(1, 2), keepdim=True)
+    weighted = hidden * weights.unsqueeze(-1)
+    after = weighted.mean(dim=(1, 2), keepdim=True)
+    scale = weighted.abs().mean(dim=(1, 2), keepdim=True)
+    stable = after.abs() > 1e-3 * scale
+    ratio = torch.where(stable, before / torch.where(stable, after, 1.0), 1.0)
+    return weighted * ratio
+
+
 def encode_fragments(encoder: ClipEncoder, fragments: Fragments) -> EncodedText:
     chunks = chunk_fragments(fragments, encoder.groups, comma_id=encoder.comma_id)
     input_ids = encoder.windows(chunks)
@@ -110,11 +127,7 @@ def encode_fragments(encoder: ClipEncoder, fragments: Fragments) -> EncodedText:
             device=hidden.device,
         )
         if not torch.all(weights == 1.0):
-            # A1111's "Original" emphasis, chunk by chunk: weight, then restore the mean.
-            before = hidden.mean(dim=(1, 2), keepdim=True)
-            hidden = hidden * weights.unsqueeze(-1)
-            after = hidden.mean(dim=(1, 2), keepdim=True)
-            hidden = hidden * (before / after)
+            hidden = _emphasis(hidden, weights)
     pooled = None
     if encoder.pooled:
         # The pooled vector of the first chunk, as A1111 does for SDXL.

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
 from toonforge.engine.contract import GenerationInterrupted, StepCallback, StopCheck
 
@@ -75,6 +76,7 @@ def denoise(
         else:
             guided = outs[0]
         latents = scheduler.step(guided, t, latents, return_dict=False, **extra)[0]
+        check_finite(latents, f"at denoising step {step_offset + i + 1}")
         try:
             on_step(step_offset + i + 1, total)
             stop = should_stop()
