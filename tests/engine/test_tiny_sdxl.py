@@ -72,7 +72,7 @@ def test_lora_files_in_kohya_and_diffusers_naming(paths: SdxlPaths) -> None:
     kohya, meta = _keys(ensure_tiny_lora(paths, "Retro-Cartoons.safetensors", KOHYA))
     prefixes = {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] for k in kohya}
     assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
-    assert any("input_blocks_4_1_transformer_blocks_0_attn1_to_q" in k for k in kohya)
+    assert any("input_blocks_7_1_transformer_blocks_0_attn1_to_q" in k for k in kohya)
     assert any(k.startswith("lora_unet_middle_block_1_") for k in kohya)
     assert any(k.startswith("lora_unet_output_blocks_") for k in kohya)
     assert any(k.startswith("lora_te1_text_model_encoder_layers_0_self_attn_q_proj") for k in kohya)
