@@ -167,3 +167,28 @@ class Client:
                 return task
             time.sleep(0.1)
         raise AssertionError(f"task {taskid} not in {until} after {timeout}s: {task}")
+
+
+def run_ok(client: Client, tool: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Run `tool` and wait: the task must end in success."""
+    task = client.wait(client.run(tool, body)["taskid"])
+    assert task["status"] == "task_postprocess_end", task
+    assert task["pexit"] == "0", task["debugerror"]
+    return task
+
+
+def images(task: dict[str, Any]) -> list[Any]:
+    """The task's PNG outputs, fetched over HTTP, as int16 RGB arrays (signed, so that
+    differences do not wrap)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for o in task["outputs"]:
+        r = httpx.get(o["url"], timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert int(o["size"]) == len(r.content)
+        out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16))
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import Client, Server
+from support import Client, Server, images, run_ok
 
 CARTOON = "futurist/CartoonMix%20v1.0"
 SEED_PAGE_REQUEST = {
@@ -43,26 +43,8 @@ SMALL = {
 }
 
 
-def images(task: dict[str, Any]) -> list[np.ndarray]:
-    out = []
-    for o in task["outputs"]:
-        r = httpx.get(o["url"], timeout=30)
-        assert r.status_code == 200
-        assert r.headers["content-type"] == "image/png"
-        assert int(o["size"]) == len(r.content)
-        out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16))
-    return out
-
-
-def run_ok(client: Client, body: dict[str, Any]) -> dict[str, Any]:
-    task = client.wait(client.run(CARTOON, body)["taskid"])
-    assert task["status"] == "task_postprocess_end", task
-    assert task["pexit"] == "0", task["debugerror"]
-    return task
-
-
 def test_seed_page_request_runs_to_success(client: Client) -> None:
-    task = run_ok(client, SEED_PAGE_REQUEST)
+    task = run_ok(client, CARTOON, SEED_PAGE_REQUEST)
     names = [o["name"] for o in task["outputs"]]
     assert names == ["0.png", "1.png", "2.png", "3.png"]
     imgs = images(task)
@@ -96,12 +78,12 @@ def test_seed_page_request_runs_to_success(client: Client) -> None:
 
 
 def test_same_seed_same_images_and_sample_i_is_seed_plus_i(client: Client) -> None:
-    a = images(run_ok(client, {**SMALL, "samples": 2}))
-    b = images(run_ok(client, {**SMALL, "samples": 2}))
+    a = images(run_ok(client, CARTOON, {**SMALL, "samples": 2}))
+    b = images(run_ok(client, CARTOON, {**SMALL, "samples": 2}))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    solo = images(run_ok(client, {**SMALL, "samples": 1, "seed": "43"}))[0]
+    solo = images(run_ok(client, CARTOON, {**SMALL, "samples": 1, "seed": "43"}))[0]
     assert np.abs(solo - a[1]).max() <= 2, "image 1 of seed 42 is reproducible alone as seed 43"
-    other = images(run_ok(client, {**SMALL, "seed": "7"}))[0]
+    other = images(run_ok(client, CARTOON, {**SMALL, "seed": "7"}))[0]
     assert not np.array_equal(other, a[0])
 
 
@@ -117,13 +99,13 @@ def test_same_seed_same_images_and_sample_i_is_seed_plus_i(client: Client) -> No
     ],
 )
 def test_each_scheduler_changes_the_image(client: Client, scheduler: str) -> None:
-    base = images(run_ok(client, {**SMALL, "scheduler": "EulerDiscreteScheduler"}))[0]
-    other = images(run_ok(client, {**SMALL, "scheduler": scheduler}))[0]
+    base = images(run_ok(client, CARTOON, {**SMALL, "scheduler": "EulerDiscreteScheduler"}))[0]
+    other = images(run_ok(client, CARTOON, {**SMALL, "scheduler": scheduler}))[0]
     assert not np.array_equal(base, other)
 
 
 def test_clip_skip_changes_the_image(client: Client) -> None:
-    results = [images(run_ok(client, {**SMALL, "clipSkip": k}))[0] for k in (1, 2, 4)]
+    results = [images(run_ok(client, CARTOON, {**SMALL, "clipSkip": k}))[0] for k in (1, 2, 4)]
     assert not np.array_equal(results[0], results[1])
     assert not np.array_equal(results[1], results[2])
 
@@ -139,19 +121,19 @@ def test_clip_skip_changes_the_image(client: Client) -> None:
     ],
 )
 def test_every_input_matters(client: Client, field: str, value: Any) -> None:
-    base = images(run_ok(client, SMALL))[0]
-    changed = images(run_ok(client, {**SMALL, field: value}))[0]
+    base = images(run_ok(client, CARTOON, SMALL))[0]
+    changed = images(run_ok(client, CARTOON, {**SMALL, field: value}))[0]
     assert not np.array_equal(base, changed), field
 
 
 def test_width_height_and_samples(client: Client) -> None:
-    task = run_ok(client, {**SMALL, "samples": 3, "width": 128, "height": 64})
+    task = run_ok(client, CARTOON, {**SMALL, "samples": 3, "width": 128, "height": 64})
     imgs = images(task)
     assert len(imgs) == 3 and all(im.shape == (64, 128, 3) for im in imgs)
 
 
 def test_input_output_delete(client: Client) -> None:
-    task = run_ok(client, SMALL)
+    task = run_ok(client, CARTOON, SMALL)
     url = task["outputs"][0]["url"]
     assert httpx.get(url).status_code == 200
     token = task["socketaccesstoken"]
@@ -164,22 +146,22 @@ def test_input_output_delete(client: Client) -> None:
 
 
 def test_output_url_needs_its_access_key(client: Client, server: Server) -> None:
-    task = run_ok(client, SMALL)
+    task = run_ok(client, CARTOON, SMALL)
     out = task["outputs"][0]
     wrong = out["url"].replace(out["accesskey"], "x" * 30)
     assert httpx.get(wrong).status_code == 404
 
 
 def test_pipeline_stays_loaded_between_tasks(client: Client) -> None:
-    run_ok(client, SMALL)
-    info = json.loads(run_ok(client, SMALL)["debugoutput"])
+    run_ok(client, CARTOON, SMALL)
+    info = json.loads(run_ok(client, CARTOON, SMALL)["debugoutput"])
     assert info["reused"] is True and info["tiny"] is True
     assert info["family"] == "sd15"
     assert [p["reused"] for p in info["parts"]] == [True]
 
 
 def test_models_status_shows_what_the_worker_has_loaded(client: Client, server: Server) -> None:
-    run_ok(client, SMALL)
+    run_ok(client, CARTOON, SMALL)
     out = subprocess.run(
         [sys.executable, "-m", "toonforge", "models", "status"],
         env=server.env,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import Client, Server, create_keys
+from support import Client, Server, create_keys, images, run_ok
 
 TOON = "WizardWhitebeard/Toon-Renders"
 COMICS = "Adel_AI/Comics-Factory-v1"
@@ -81,22 +81,6 @@ def flux_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def client(flux_server: Server) -> Client:
     return Client(flux_server.url, flux_server.keys)  # type: ignore[attr-defined]
-
-
-def run_ok(client: Client, tool: str, body: dict[str, Any]) -> dict[str, Any]:
-    task = client.wait(client.run(tool, body)["taskid"])
-    assert task["status"] == "task_postprocess_end", task
-    assert task["pexit"] == "0", task["debugerror"]
-    return task
-
-
-def images(task: dict[str, Any]) -> list[np.ndarray]:
-    out = []
-    for o in task["outputs"]:
-        r = httpx.get(o["url"], timeout=30)
-        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16))
-    return out
 
 
 def debug(task: dict[str, Any]) -> dict[str, Any]:

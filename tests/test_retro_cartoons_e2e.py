@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import Client, Server, create_keys
+from support import Client, Server, create_keys, images, run_ok
 
 RETRO = "retroAIx/Retro-Cartoons"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -67,29 +67,13 @@ def retro(retro_server: Server) -> Client:
     return Client(retro_server.url, retro_server.keys)  # type: ignore[attr-defined]
 
 
-def run_ok(client: Client, body: dict[str, Any]) -> dict[str, Any]:
-    task = client.wait(client.run(RETRO, body)["taskid"])
-    assert task["status"] == "task_postprocess_end", task
-    assert task["pexit"] == "0", task["debugerror"]
-    return task
-
-
-def images(task: dict[str, Any]) -> list[np.ndarray]:
-    out = []
-    for o in task["outputs"]:
-        r = httpx.get(o["url"], timeout=30)
-        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16))
-    return out
-
-
 _cache: dict[str, np.ndarray] = {}
 
 
 def small_image(client: Client, **changes: Any) -> np.ndarray:
     key = json.dumps(changes, sort_keys=True)
     if key not in _cache:
-        _cache[key] = images(run_ok(client, {**SMALL, **changes}))[0]
+        _cache[key] = images(run_ok(client, RETRO, {**SMALL, **changes}))[0]
     return _cache[key]
 
 
@@ -154,13 +138,13 @@ def test_every_input_matters(retro: Client, field: str, value: Any) -> None:
 
 
 def test_samples_width_height_and_same_seed(retro: Client) -> None:
-    task = run_ok(retro, {**SMALL, "samples": 3, "width": 96, "height": 64})
+    task = run_ok(retro, RETRO, {**SMALL, "samples": 3, "width": 96, "height": 64})
     imgs = images(task)
     assert len(imgs) == 3 and all(im.shape == (64, 96, 3) for im in imgs)
     first = small_image(retro)
-    again = images(run_ok(retro, SMALL))[0]
+    again = images(run_ok(retro, RETRO, SMALL))[0]
     assert np.array_equal(first, again), "same seed, same pixels"
-    info = json.loads(run_ok(retro, SMALL)["debugoutput"])
+    info = json.loads(run_ok(retro, RETRO, SMALL)["debugoutput"])
     assert info["reused"] is True, "base, LoRA and refiner stay loaded between tasks"
 
 
@@ -180,7 +164,7 @@ def test_refiner_no_never_loads_the_refiner(tmp_path: Path) -> None:
     srv = _server(tmp_path / "no-refiner")
     try:
         client = Client(srv.url, srv.keys)  # type: ignore[attr-defined]
-        task = run_ok(client, {**SMALL, "refiner": "--only_base_model"})
+        task = run_ok(client, RETRO, {**SMALL, "refiner": "--only_base_model"})
         info = json.loads(task["debugoutput"])
         assert info["refiner"] == "NO" and info["refiner_loaded"] is False
         assert info["refiner_steps_run"] == 0 and info["base_steps_run"] == SMALL["steps"]
