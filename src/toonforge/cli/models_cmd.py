@@ -14,6 +14,7 @@ from typing import Any
 from toonforge.catalog import Catalog, Manifest, load_catalog
 from toonforge.catalog.weights_plan import Needed, needed_weights
 from toonforge.cli.common import settings_from_args
+from toonforge.engine.weights import find_local_file
 from toonforge.settings import Settings
 
 CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/*.txt"]
@@ -21,20 +22,7 @@ CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/
 
 def _file_path(settings: Settings, need: Needed) -> Path | None:
     assert need.file is not None
-    models = settings.resolved_models_dir
-    # `<models>/<repo>/<file>` first: several repositories publish the same file name (the
-    # eight motion LoRAs are all diffusion_pytorch_model.safetensors).
-    candidates = [models / need.file.repo / need.file.file] if need.file.repo else []
-    for local in [*candidates, models / need.file.file]:
-        if local.is_file():
-            return local
-    if need.file.repo:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(need.file.repo, need.file.file)
-        if isinstance(cached, str):
-            return Path(cached)
-    return None
+    return find_local_file(settings, need.file)
 
 
 def _repo_path(settings: Settings, need: Needed) -> Path | None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toonforge.catalog.manifest import BaseModelChoice, Lora, Manifest
+from toonforge.catalog.manifest import BaseModelChoice, Manifest
 from toonforge.engine.common import MAX_SEED, PipelineSteps, check_finite, model_errors
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
@@ -44,7 +44,6 @@ from toonforge.engine.contract import (
     ModelError,
     StepCallback,
     StopCheck,
-    WeightsMissing,
 )
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.prompt_embeds import encode_prompts
@@ -52,6 +51,7 @@ from toonforge.engine.sd15 import Sd15Model, load_sd15
 from toonforge.engine.weights import (
     SD15_CONFIG_REPO,
     ResolvedWeights,
+    resolve_file,
     resolve_repo,
     stamp,
 )
@@ -113,28 +113,6 @@ class BaseChoice:
 # ---------------------------------------------------------------- weights
 
 
-def _lora_source(settings: Any, manifest: Manifest, lora: Lora) -> Path:
-    """A motion LoRA file: `<models>/<repo>/<file>`, `<models>/<file>`, or the hub cache.
-    The eight guoyww LoRAs share one file name, so the per-repo folder comes first."""
-    models = settings.resolved_models_dir
-    expected = models / lora.repo / lora.file if lora.repo else models / lora.file
-    if expected.is_file():
-        return expected
-    if lora.repo:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(hf_hub_download(lora.repo, lora.file, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            pass
-    raise WeightsMissing(
-        f"motion LoRA {lora.name} ({lora.repo}/{lora.file}) for {manifest.key} is missing: "
-        f"expected at {expected} or in the Hugging Face cache. Get it with "
-        f"`toonforge models pull {manifest.key}`, or put the file at {expected}."
-    )
-
-
 def _tiny_paths(ctx: EngineContext, manifest: Manifest) -> Any:
     from toonforge.engine.tiny.animatediff import ensure_tiny_animatediff
 
@@ -159,8 +137,6 @@ def _base_weights(
         return ResolvedWeights(
             "sd15", False, resolve_repo(ctx.settings, manifest, wf.repo, wf.file)
         )
-    from toonforge.engine.weights import resolve_file
-
     checkpoint = resolve_file(ctx.settings, manifest, wf)
     config = resolve_repo(
         ctx.settings, manifest, manifest.backend.base_repo or SD15_CONFIG_REPO, "model_index.json"
@@ -216,7 +192,7 @@ def _lora_files(ctx: EngineContext, manifest: Manifest) -> dict[str, Path]:
             for lora in manifest.backend.loras
         }
     return {
-        lora.name: _lora_source(ctx.settings, manifest, lora) for lora in manifest.backend.loras
+        lora.name: resolve_file(ctx.settings, manifest, lora) for lora in manifest.backend.loras
     }
 
 

@@ -68,19 +68,36 @@ def _how_to_get(manifest: Manifest, wf: WeightFile | None, expected: Path, what:
     return f"Get it with `{pull}`, or {put}.{note}"
 
 
+def local_candidates(settings: Settings, wf: WeightFile) -> list[Path]:
+    """Where a weight file may lie in the models folder, preferred place first:
+    `<models>/<repo>/<file>` for a file of a repository (several repositories publish the same
+    file name: the eight motion LoRAs are all diffusion_pytorch_model.safetensors), then
+    `<models>/<file>`."""
+    models = settings.resolved_models_dir
+    first = [models / wf.repo / wf.file] if wf.repo else []
+    return [*first, models / wf.file]
+
+
+def find_local_file(settings: Settings, wf: WeightFile) -> Path | None:
+    """The file in the models folder or the Hugging Face cache (never downloaded), or None."""
+    for local in local_candidates(settings, wf):
+        if local.is_file():
+            return local
+    if wf.repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(wf.repo, wf.file)
+        if isinstance(cached, str):
+            return Path(cached)
+    return None
+
+
 def resolve_file(settings: Settings, manifest: Manifest, wf: WeightFile) -> Path:
     """The local path of one weight file, or WeightsMissing."""
-    expected = settings.resolved_models_dir / wf.file
-    if expected.is_file():
-        return expected
-    if wf.repo:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(hf_hub_download(wf.repo, wf.file, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            pass
+    found = find_local_file(settings, wf)
+    if found is not None:
+        return found
+    expected = local_candidates(settings, wf)[0]
     where = f" (nor in the Hugging Face cache of {wf.repo})" if wf.repo else ""
     raise WeightsMissing(
         f"weight file {wf.file!r} for {manifest.key} is missing: expected at {expected}{where}. "
