@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from toonforge.services import Services
+from toonforge.testing import Keys, SignedClient, in_process_app, new_project, settings_for_test
 
 from support import Client, Server, base_env, create_keys
 
@@ -108,6 +112,29 @@ def make_server(tmp_path: Path, backend: str, database_factory: Any) -> Iterator
     yield make
     for srv in servers:
         srv.stop()
+
+
+@dataclass
+class InProcess:
+    """The app in this process (Starlette's TestClient), its services and a signed client."""
+
+    http: Any
+    services: Services
+    keys: Keys
+    client: SignedClient
+
+    def project(self, mode: str = "signature", **opts: Any) -> SignedClient:
+        """A signed client of another, new project."""
+        return SignedClient(self.http, new_project(self.services, mode=mode, **opts))
+
+
+@pytest.fixture
+def inproc(tmp_path: Path, backend: str, database_factory: Any) -> Iterator[InProcess]:
+    """The fast tier: the API in process on a database of the test's own, no worker."""
+    settings = settings_for_test(tmp_path / "data", database_factory(backend))
+    with in_process_app(settings, dispatch_callbacks=False) as (http, services):
+        keys = new_project(services)
+        yield InProcess(http, services, keys, SignedClient(http, keys))
 
 
 __all__ = ["base_env"]
