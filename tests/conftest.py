@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
+from support import Client, Server, base_env, create_keys
 from toonforge.services import Services
 from toonforge.testing import Keys, SignedClient, in_process_app, new_project, settings_for_test
-
-from support import Client, Server, base_env, create_keys
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TOONFORGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -84,7 +84,9 @@ def new_project(services: Services, *, mode: str = "signature", **opts: Any) -> 
     return Keys(creds.api_key, creds.api_secret, creds.auth_mode, creds.project_id)
 
 
-def settings_for_test(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+def settings_for_test(
+    data_dir: Path, database_url: str | None = None, **overrides: Any
+) -> Settings:
     """Settings for a server of a test's own: its own data folder, offline mode."""
     return load_settings(data_dir=data_dir, database_url=database_url, tiny=True, **overrides)
 
