@@ -13,6 +13,7 @@ from toonforge.settings import Settings
 from toonforge.storage import LocalStorage
 from toonforge.tasks.db import make_engine, make_sessionmaker
 from toonforge.tasks.migrate import upgrade
+from toonforge.tasks.notify import Notifier
 
 log = logging.getLogger("toonforge")
 
@@ -27,8 +28,10 @@ class Services:
     read_sessions: sessionmaker[Session]
     catalog: Catalog
     storage: LocalStorage
+    notifier: Notifier
 
     def close(self) -> None:
+        self.notifier.close()
         self.db.dispose()
 
 
@@ -37,12 +40,18 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     url = settings.resolved_database_url
     if migrate:
         upgrade(url)
-    db = make_engine(url)
+    # Every API thread may hold a connection, plus the process's own background threads
+    # (callback dispatcher, WebSocket hub, heartbeat).
+    db = make_engine(url, pool_size=settings.api_threads + 4)
+    notifier = Notifier(db, settings.data_dir / "state" / "wake")
+    sessions = make_sessionmaker(db)
+    notifier.install(sessions)
     return Services(
         settings=settings,
         db=db,
-        sessions=make_sessionmaker(db),
+        sessions=sessions,
         read_sessions=make_sessionmaker(db, readonly=True),
         catalog=load_catalog(settings.extra_tools_dirs),
         storage=LocalStorage(settings.storage_dir),
+        notifier=notifier,
     )

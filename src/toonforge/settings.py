@@ -41,8 +41,11 @@ class Settings(BaseSettings):
     # in float32 is about 7.7 GB).
     private_model_max_gb: float = 8.0
 
-    # Worker behaviour.
-    worker_poll_seconds: float = 0.05
+    # Threads that run the API's database work (each holds at most one pooled connection).
+    api_threads: int = 16
+    # Worker behaviour. Workers are woken when a task is queued (LISTEN/NOTIFY on
+    # PostgreSQL, a loopback datagram on SQLite); this is only the safety-net poll.
+    worker_poll_seconds: float = 2.0
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
     workers: int = 1
 
     # Auth and abuse limits.
+    # A project's key, secret and allow-list are cached this long by each API process (a
+    # revoked key stops working within it).
+    auth_cache_seconds: float = 2.0
     nonce_window_seconds: int = 600
     # Reject a nonce that looks like a unix time further than this from now (0: no check).
     nonce_max_skew_seconds: int = 0

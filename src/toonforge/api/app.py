@@ -6,10 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toonforge import __version__
 from toonforge.api import (
@@ -20,16 +22,31 @@ from toonforge.api import (
     routes_tool,
     socket,
 )
+from toonforge.api.auth import ReplayGuard
 from toonforge.api.envelope import GENERAL, ApiError, error_body, error_response
+from toonforge.api.hub import EventHub
 from toonforge.callbacks.dispatcher import CallbackDispatcher
 from toonforge.services import Services
+from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
+from toonforge.tasks.projects import ProjectCache
 
 log = logging.getLogger("toonforge.api")
 
 
+RETRY_AFTER_SECONDS = "2"
+
+
 def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAPI:
+    settings = services.settings
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One thread per pooled connection: no request holds a thread waiting for another
+        # request's connection.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        hub = EventHub(services)
+        app.state.hub = hub
+        await hub.start()
         dispatcher = CallbackDispatcher(services) if dispatch_callbacks else None
         if dispatcher:
             dispatcher.start()
@@ -38,6 +55,7 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         finally:
             if dispatcher:
                 dispatcher.stop()
+            await hub.stop()
 
     app = FastAPI(
         title="toonforge",
@@ -47,12 +65,15 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         redoc_url=None,
     )
     app.state.services = services
+    app.state.projects = ProjectCache(settings.auth_cache_seconds)
+    app.state.replay_guard = ReplayGuard(settings)
     for module in (routes_run, routes_task, routes_tool, routes_files, routes_private, socket):
         app.include_router(module.router)
+    app.add_middleware(UnexpectedErrors)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, object]:
-        return {"result": True, "offlinemode": services.settings.tiny, "version": __version__}
+        return {"result": True, "offlinemode": settings.tiny, "version": __version__}
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -75,12 +96,59 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
             error_body([{"code": GENERAL, "message": "Request parameters are invalid."}])
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Never on purpose: the details go to the log, the client gets the envelope only.
-        log.exception("unexpected error on %s", request.url.path, exc_info=exc)
-        return JSONResponse(
-            error_body([{"code": GENERAL, "message": "Internal server error."}]), status_code=500
-        )
+    # Errors that mean "the database cannot answer now", as opposed to a bug: 503 with
+    # Retry-After, so clients wait and retry.
+    for error_class in DB_OUTAGE_ERRORS:
+        app.add_exception_handler(error_class, _database_unavailable)
 
     return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable on %s: %s", request.url.path, exc)
+    return database_unavailable_response()
+
+
+def database_unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        error_body([{"code": GENERAL, "message": DB_UNAVAILABLE}]),
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+class UnexpectedErrors:
+    """The last line: an exception no handler knows is logged with its traceback and
+    answered with the envelope (500, never on purpose), and the connection stays usable.
+    (Starlette's own handler for Exception re-raises into the server, which drops the
+    connection.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.exception("unexpected error on %s", scope.get("path"), exc_info=exc)
+            if started:
+                return  # the answer is half sent: nothing more can be said on it
+            if isinstance(exc, DB_OUTAGE_ERRORS):
+                response = database_unavailable_response()
+            else:
+                response = JSONResponse(
+                    error_body([{"code": GENERAL, "message": "Internal server error."}]),
+                    status_code=500,
+                )
+            await response(scope, receive, send)

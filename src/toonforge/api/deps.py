@@ -1,4 +1,9 @@
-"""Dependencies shared by the routes (FastAPI `Annotated` aliases)."""
+"""Dependencies shared by the routes (FastAPI `Annotated` aliases).
+
+Order matters and is built in, not left to parameter order: `BodyDep` depends on
+`ProjectDep`, so a signed route authenticates from the headers before it reads a byte of
+the body. Public routes (the catalog) use `PublicBodyDep`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from toonforge.api.auth import authenticate
+from toonforge.api.auth import ReplayGuard, api_key_of, check_headers
 from toonforge.api.body import read_body
 from toonforge.services import Services
-from toonforge.tasks.models import Project
+from toonforge.tasks.projects import ProjectCache, ProjectInfo
 
 
 def get_services(request: Request) -> Services:
@@ -19,29 +25,46 @@ def get_services(request: Request) -> Services:
 
 
 def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    """A session that may write (on SQLite its transactions take the write lock)."""
     with services.sessions() as session:
         yield session
 
 
 def get_read_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    """A session for reading only: it never takes or waits for a write lock."""
     with services.read_sessions() as session:
         yield session
 
 
-async def get_body(request: Request) -> dict[str, Any]:
+async def get_project(request: Request) -> ProjectInfo:
+    """The caller's project, from the headers alone (cached lookups stay off the threads)."""
+    services: Services = request.app.state.services
+    cache: ProjectCache = request.app.state.projects
+    api_key = api_key_of(request)
+    project = cache.peek(api_key) if api_key else None
+    if project is None and api_key:
+        project = await run_in_threadpool(cache.get, services.read_sessions, api_key)
+    return check_headers(request, project, services.settings)
+
+
+async def get_body(
+    request: Request, _project: Annotated[ProjectInfo, Depends(get_project)]
+) -> dict[str, Any]:
     return await read_body(request)
 
 
-def get_project(
-    request: Request,
-    services: Annotated[Services, Depends(get_services)],
-    session: Annotated[Session, Depends(get_session)],
-) -> Project:
-    return authenticate(request, session, services.settings)
+async def get_public_body(request: Request) -> dict[str, Any]:
+    return await read_body(request)
+
+
+def get_replay_guard(request: Request) -> ReplayGuard:
+    return request.app.state.replay_guard  # type: ignore[no-any-return]
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+ProjectDep = Annotated[ProjectInfo, Depends(get_project)]
 BodyDep = Annotated[dict[str, Any], Depends(get_body)]
-ProjectDep = Annotated[Project, Depends(get_project)]
+PublicBodyDep = Annotated[dict[str, Any], Depends(get_public_body)]
+ReplayGuardDep = Annotated[ReplayGuard, Depends(get_replay_guard)]

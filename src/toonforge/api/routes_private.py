@@ -18,17 +18,29 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from toonforge.api.body import INVALID, str_field
-from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
+from toonforge.api.auth import ReplayGuard
+from toonforge.api.body import INVALID, limited, str_field
+from toonforge.api.deps import (
+    BodyDep,
+    ProjectDep,
+    ReadSessionDep,
+    ReplayGuardDep,
+    ServicesDep,
+    SessionDep,
+)
 from toonforge.api.envelope import NOT_FOUND, ApiError, ok
+from toonforge.services import Services
 from toonforge.tasks.private_models import (
     PrivateModelError,
-    add_private_model,
+    check_name_free,
     discard_file,
     list_private_models,
     record,
+    record_private_model,
     remove_private_model,
+    stage_checkpoint,
 )
+from toonforge.tasks.projects import ProjectInfo
 
 router = APIRouter()
 NOT_FOUND_MESSAGE = "Private model not found."
@@ -36,75 +48,110 @@ NOT_FOUND_MESSAGE = "Private model not found."
 
 @router.post("/v1/PrivateModel/Add")
 async def add(
-    request: Request, project: ProjectDep, services: ServicesDep, session: SessionDep
+    request: Request, project: ProjectDep, services: ServicesDep, replay: ReplayGuardDep
 ) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").lower()
     if not (ctype.startswith("multipart/form-data") and "boundary=" in ctype):
         raise ApiError("Request parameter [file] required (send multipart/form-data)")
-    limit = int(services.settings.private_model_max_gb * 1024**3)
+    settings = services.settings
+    limit = int(settings.private_model_max_gb * 1024**3)
     too_large = ApiError(
-        f"Request parameter [file] is larger than {services.settings.private_model_max_gb:g} GB, "
-        "the limit for private models (TOONFORGE_PRIVATE_MODEL_MAX_GB)"
+        f"Request parameter [file] is larger than {settings.private_model_max_gb:g} GB, "
+        "the limit for private models (TOONFORGE_PRIVATE_MODEL_MAX_GB)",
+        status=413,
     )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + 64 * 1024:  # room for the form's own parts
-        raise too_large
     try:
-        form = await request.form(max_files=1, max_fields=10)
+        body = limited(request, limit + FORM_OVERHEAD_BYTES, too_large)
+    except ApiError as exc:
+        raise too_large if exc.status == 413 else exc from None
+    try:
+        form = await body.form(max_files=1, max_fields=10)
+    except ApiError:
+        raise
     except Exception as exc:  # python-multipart raises several types for bad bodies
         raise ApiError(INVALID) from exc
     upload = form.get("file")
     name = form.get("name")
-    if not isinstance(upload, UploadFile):
-        raise ApiError("Request parameter [file] required")
-    if upload.size is not None and upload.size > limit:
-        await upload.close()
-        raise too_large
-    if not isinstance(name, str) or not name.strip():
-        raise ApiError("Request parameter [name] required")
-    settings = services.settings
-
-    def store() -> Any:
-        try:
-            model = add_private_model(
-                session,
-                settings,
-                project_id=project.id,
-                name=name,
-                source=upload.file,
-                file_name=upload.filename or "",
-            )
-        except PrivateModelError as exc:
-            session.rollback()
-            raise ApiError(f"Request parameter [file] {exc}") from exc
-        try:
-            session.commit()
-        except Exception:
-            session.rollback()
-            discard_file(settings, model.id)
-            raise
-        return record(model)
-
     try:
-        created = await run_in_threadpool(store)
+        if not isinstance(upload, UploadFile):
+            raise ApiError("Request parameter [file] required")
+        if upload.size is not None and upload.size > limit:
+            raise too_large
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError("Request parameter [name] required")
+        created = await run_in_threadpool(
+            _store_private_model, request, services, project, replay, name, upload
+        )
     finally:
-        await upload.close()
+        await form.close()
     return ok(models=[created])
 
 
+# Room for the form's own parts around the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def _store_private_model(
+    request: Request,
+    services: Services,
+    project: ProjectInfo,
+    replay: ReplayGuard,
+    name: str,
+    upload: UploadFile,
+) -> dict[str, str]:
+    """Copy, hash and check the file with no transaction open; then one short write
+    transaction records it (and the request, against replays)."""
+    settings = services.settings
+    with services.read_sessions() as session:
+        try:
+            check_name_free(session, project.id, name)
+        except PrivateModelError as exc:
+            raise ApiError(f"Request parameter [name] {exc}") from exc
+    try:
+        staged = stage_checkpoint(settings, upload.file, upload.filename or "")
+    except PrivateModelError as exc:
+        raise ApiError(f"Request parameter [file] {exc}") from exc
+    try:
+        with services.sessions() as session:
+            # A multipart body is not hashed whole: its boundary, unique per request, and
+            # its length stand for it.
+            digest = f"{request.headers.get('content-type', '')}|{staged.sha256}"
+            replay.check(session, request, project, digest)
+            try:
+                model = record_private_model(
+                    session, settings, project_id=project.id, name=name, staged=staged
+                )
+            except PrivateModelError as exc:
+                raise ApiError(f"Request parameter [name] {exc}") from exc
+            try:
+                session.commit()
+            except Exception:
+                discard_file(settings, model.id)
+                raise
+            return record(model)
+    finally:
+        staged.discard()
+
+
 @router.post("/v1/PrivateModel/List")
-def list_models(project: ProjectDep, session: SessionDep) -> dict[str, Any]:
+def list_models(project: ProjectDep, session: ReadSessionDep) -> dict[str, Any]:
     models = [record(m) for m in list_private_models(session, project.id)]
     return ok(total=str(len(models)), models=models)
 
 
 @router.post("/v1/PrivateModel/Delete")
 def delete(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: SessionDep
+    request: Request,
+    body: BodyDep,
+    project: ProjectDep,
+    services: ServicesDep,
+    session: SessionDep,
+    replay: ReplayGuardDep,
 ) -> dict[str, Any]:
     value = str_field(body, "id", "name")
     if not value:
         raise ApiError("Request parameter [id] required")
+    replay.check(session, request, project, request.state.body_digest)
     model = remove_private_model(session, project.id, value)
     if model is None:
         raise ApiError(NOT_FOUND_MESSAGE, code=NOT_FOUND)

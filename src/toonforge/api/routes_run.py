@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
+from toonforge.api.deps import BodyDep, ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
@@ -21,11 +21,14 @@ router = APIRouter()
 def run(
     owner: str,
     model: str,
+    request: Request,
     body: BodyDep,
     project: ProjectDep,
     services: ServicesDep,
-    session: SessionDep,
+    replay: ReplayGuardDep,
 ) -> dict[str, object]:
+    """Validation reads only; the one write transaction (replay guard, concurrency limit,
+    the task row) starts after it, so on SQLite the write lock is held for a moment."""
     manifest = services.catalog.find(owner, model)
     if manifest is None:
         raise ApiError("slug-owner-project-not-exist", code=NOT_FOUND)
@@ -37,7 +40,8 @@ def run(
                 {"code": GENERAL, "message": manifest.engine_note or "engine not available"},
             ],
         )
-    body, extra_options = private_model_options(session, project.id, manifest, body)
+    with services.read_sessions() as read_session:
+        body, extra_options = private_model_options(read_session, project.id, manifest, body)
     try:
         params = validate_inputs(manifest, body, extra_options)
     except InvalidInputs as exc:
@@ -47,18 +51,19 @@ def run(
         ) from exc
     callback = body.get("callbackUrl")
     try:
-        task = create_task(
-            session,
-            project=project,
-            tool_key=manifest.key,
-            model_id=manifest.id,
-            cps=manifest.cps,
-            parameters=params,
-            callback_url=str(callback).strip() if callback else "",
-        )
-        session.commit()
+        with services.sessions() as session:
+            replay.check(session, request, project, request.state.body_digest)
+            task = create_task(
+                session,
+                project=project,
+                tool_key=manifest.key,
+                model_id=manifest.id,
+                cps=manifest.cps,
+                parameters=params,
+                callback_url=str(callback).strip() if callback else "",
+            )
+            session.commit()
     except ConcurrencyLimitReached as exc:
-        session.rollback()
         raise ApiError(
             f"Concurrent task limit reached: this project may have {exc.limit} unfinished "
             "tasks at once.",

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from toonforge.api.body import str_field
-from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
+from toonforge.api.deps import (
+    BodyDep,
+    ProjectDep,
+    ReadSessionDep,
+    ReplayGuardDep,
+    ServicesDep,
+    SessionDep,
+)
 from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
+from toonforge.api.hub import EventHub
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
-from toonforge.tasks.models import CallbackDelivery, Project, Task
+from toonforge.tasks.models import CallbackDelivery, Task
+from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.record import task_record
 from toonforge.tasks.store import cancel_queued, find_task, request_kill
 
@@ -24,7 +36,7 @@ NO_TASK = "There is no task yet."
 KILL_WAIT_SECONDS = 10.0
 
 
-def _lookup(session: Session, project: Project, body: dict[str, Any]) -> Task:
+def _lookup(session: Session, project: ProjectInfo, body: dict[str, Any]) -> Task:
     taskid = str_field(body, "taskid")
     token = str_field(body, "tasktoken", "socketaccesstoken")
     if not taskid and not token:
@@ -53,50 +65,89 @@ def _record(services: Services, session: Session, task: Task) -> dict[str, Any]:
 
 @router.post("/v1/Task/Detail")
 def detail(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: SessionDep
+    body: BodyDep, project: ProjectDep, services: ServicesDep, session: ReadSessionDep
 ) -> dict[str, Any]:
     task = _lookup(session, project, body)
     return ok(total="1", tasklist=[_record(services, session, task)])
 
 
+CANCEL_HINT = (
+    "Task is not in a cancellable state. Task/Cancel removes a task that is still queued; "
+    "use Task/Kill to stop a task a worker has taken."
+)
+
+
 @router.post("/v1/Task/Cancel")
 def cancel(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: SessionDep
+    request: Request,
+    body: BodyDep,
+    project: ProjectDep,
+    services: ServicesDep,
+    session: SessionDep,
+    replay: ReplayGuardDep,
 ) -> dict[str, Any]:
     task = _lookup(session, project, body)
+    replay.check(session, request, project, request.state.body_digest)
     if not cancel_queued(session, task):
         session.rollback()
-        raise ApiError("Task is not in a cancellable state.", code=NOT_FOUND)
+        if lc.is_terminal(task.status):
+            raise ApiError("Task is not in a cancellable state.", code=NOT_FOUND)
+        raise ApiError(CANCEL_HINT, code=NOT_FOUND)
     session.commit()
     session.refresh(task)
     return ok(tasklist=[_record(services, session, task)])
 
 
-@router.post("/v1/Task/Kill")
-def kill(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: SessionDep
-) -> dict[str, Any]:
-    task = _lookup(session, project, body)
-    reason = request_kill(session, task)
-    if reason:
-        session.rollback()
-        raise ApiError(f"Task could not be killed: {reason}", code=NOT_FOUND)
-    session.commit()
-    # The worker stops between two denoising steps; wait for it so the answer shows the
-    # task as it ends (task_cancel) in the common case.
-    deadline = time.monotonic() + KILL_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        session.refresh(task)
-        if lc.is_terminal(task.status):
-            break
+def _request_kill(
+    request: Request, body: dict[str, Any], project: ProjectInfo, services: Services
+) -> int:
+    guard = request.app.state.replay_guard
+    with services.sessions() as session:
+        task = _lookup(session, project, body)
+        guard.check(session, request, project, request.state.body_digest)
+        reason = request_kill(session, task)
+        if reason:
+            session.rollback()
+            raise ApiError(f"Task could not be killed: {reason}", code=NOT_FOUND)
         session.commit()
-        time.sleep(0.05)
-    return ok(tasklist=[_record(services, session, task)])
+        return task.id
+
+
+def _current_record(services: Services, task_id: int) -> tuple[str, dict[str, Any]]:
+    with services.read_sessions() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        return task.status, _record(services, session, task)
+
+
+@router.post("/v1/Task/Kill")
+async def kill(
+    request: Request, body: BodyDep, project: ProjectDep, services: ServicesDep
+) -> dict[str, Any]:
+    hub: EventHub = request.app.state.hub
+    task_id = await run_in_threadpool(_request_kill, request, body, project, services)
+    # The worker stops between two denoising steps; wait (woken by the task's events, not
+    # polling) so the answer shows the task as it ends (task_cancel) in the common case.
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    with hub.follow(task_id) as news:
+        while True:
+            status, record = await run_in_threadpool(_current_record, services, task_id)
+            remaining = deadline - time.monotonic()
+            if lc.is_terminal(status) or remaining <= 0:
+                return ok(tasklist=[record])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), remaining)
+            news.clear()
 
 
 @router.post("/v1/Task/InputOutputDelete")
 def input_output_delete(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: SessionDep
+    request: Request,
+    body: BodyDep,
+    project: ProjectDep,
+    services: ServicesDep,
+    session: SessionDep,
+    replay: ReplayGuardDep,
 ) -> dict[str, Any]:
     token = str_field(body, "tasktoken", "socketaccesstoken")
     taskid = str_field(body, "taskid")
@@ -107,6 +158,7 @@ def input_output_delete(
         raise ApiError(NO_TASK, code=NOT_FOUND)
     if not lc.is_terminal(task.status):
         raise ApiError("Task must be completed or cancelled before deleting files", code=GENERAL)
+    replay.check(session, request, project, request.state.body_digest)
     # Mark first, then delete: a crash in between leaves files nobody can reach, never a
     # record that points at missing files.
     session.execute(update(Task).where(Task.id == task.id).values(files_deleted=True))

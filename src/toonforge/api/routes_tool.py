@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from toonforge.api.body import str_field
-from toonforge.api.deps import BodyDep, ServicesDep
+from toonforge.api.deps import PublicBodyDep, ServicesDep
 from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.catalog import Manifest
 from toonforge.settings import Settings
@@ -75,7 +75,7 @@ def _int(body: dict[str, Any], name: str, default: int) -> int:
 
 
 @router.post("/v1/Tool/List")
-def tool_list(body: BodyDep, services: ServicesDep) -> dict[str, Any]:
+def tool_list(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
     start = _int(body, "start", 0)
     limit = min(_int(body, "limit", 20), 1000)
     search = str_field(body, "search").lower()
@@ -117,7 +117,7 @@ def tool_list(body: BodyDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/v1/Tool/Detail")
-def tool_detail(body: BodyDep, services: ServicesDep) -> dict[str, Any]:
+def tool_detail(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
     owner = str_field(body, "slugowner")
     slug = str_field(body, "slugproject")
     if not owner:

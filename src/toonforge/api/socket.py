@@ -2,12 +2,15 @@
 
 The client sends {"type": "task_info", "tasktoken": TOKEN}; the server answers with the
 task's current state, then one frame per event until the task ends. Events come from the
-task_events table, so a worker on another host is heard as well as a local one.
+task_events table, so a worker on another host is heard as well as a local one; the
+process's event hub says when to read them (no socket polls on its own). While the database
+is unreachable a follower waits and then goes on where it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -16,8 +19,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from toonforge.api.hub import EventHub
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
 from toonforge.tasks.models import Task
 from toonforge.tasks.record import outputs_list
 from toonforge.tasks.store import events_after, last_event_id
@@ -25,7 +30,9 @@ from toonforge.tasks.store import events_after, last_event_id
 router = APIRouter()
 log = logging.getLogger("toonforge.api")
 
-POLL_SECONDS = 0.05
+# Without news, look anyway this often (a follower also notices a closed socket then).
+IDLE_SECONDS = 15.0
+OUTAGE_RETRY_SECONDS = 1.0
 
 
 def _frame(task: Task, type_: str, message: Any) -> dict[str, Any]:
@@ -61,20 +68,42 @@ def _poll(services: Services, task_id: int, after: int) -> tuple[Task, list[tupl
 def _message_for(services: Services, task: Task, type_: str, stored: Any) -> Any:
     if type_ == lc.POSTPROCESS_END:
         return outputs_list(task, services.settings.resolved_public_url)
+    if type_ == lc.OUTPUT_FULL and stored is not None and not isinstance(stored, dict):
+        return {"raw": stored}  # the hosted service's documented shape
     return stored
 
 
-async def _follow(ws: WebSocket, services: Services, token: str) -> None:
+async def _task_id_for(services: Services, token: str) -> int | None:
+    def find() -> int | None:
+        with services.read_sessions() as session:
+            return session.scalar(select(Task.id).where(Task.socket_token == token))
+
+    return await run_in_threadpool(find)
+
+
+async def _follow(ws: WebSocket, services: Services, hub: EventHub, token: str) -> None:
+    if len(token) > 64 or (task_id := await _task_id_for(services, token)) is None:
+        await _no_task(ws, token[:64])
+        return
+    with hub.follow(task_id) as news:
+        await _stream(ws, services, news, token)
+
+
+async def _no_task(ws: WebSocket, token: str) -> None:
+    await ws.send_json(
+        {
+            "type": "task_info",
+            "tasktoken": token,
+            "result": False,
+            "message": "There is no task yet.",
+        }
+    )
+
+
+async def _stream(ws: WebSocket, services: Services, news: asyncio.Event, token: str) -> None:
     found = await run_in_threadpool(_snapshot, services, token)
     if found is None:
-        await ws.send_json(
-            {
-                "type": "task_info",
-                "tasktoken": token,
-                "result": False,
-                "message": "There is no task yet.",
-            }
-        )
+        await _no_task(ws, token)
         return
     task, cursor = found
     # A late subscriber first gets the state the task is in now.
@@ -82,18 +111,26 @@ async def _follow(ws: WebSocket, services: Services, token: str) -> None:
     if lc.is_terminal(task.status):
         return
     while True:
-        task, events = await run_in_threadpool(_poll, services, task.id, cursor)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wait(), IDLE_SECONDS)
+        news.clear()
+        try:
+            task, events = await run_in_threadpool(_poll, services, task.id, cursor)
+        except DB_OUTAGE_ERRORS:
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)
+            news.set()
+            continue
         for event_id, type_, message in events:
             cursor = event_id
             await ws.send_json(_frame(task, type_, _message_for(services, task, type_, message)))
             if lc.is_terminal(type_):
                 return
-        await asyncio.sleep(POLL_SECONDS)
 
 
 @router.websocket("/v1/socket")
 async def socket(ws: WebSocket) -> None:
     services: Services = ws.app.state.services
+    hub: EventHub = ws.app.state.hub
     await ws.accept()
     try:
         while True:
@@ -117,6 +154,9 @@ async def socket(ws: WebSocket) -> None:
                     }
                 )
                 continue
-            await _follow(ws, services, token)
+            try:
+                await _follow(ws, services, hub, token)
+            except DB_OUTAGE_ERRORS:
+                await ws.send_json({"type": "error", "result": False, "message": DB_UNAVAILABLE})
     except WebSocketDisconnect:
         return

@@ -12,33 +12,40 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import case, func, or_, select
 
 from toonforge.callbacks.address_guard import CallbackRefused
 from toonforge.callbacks.sender import AttemptResult, backoff_seconds, send_once
 from toonforge.services import Services
 from toonforge.tasks.db import claim_first
 from toonforge.tasks.models import CallbackAttempt, CallbackDelivery, Project, Task
+from toonforge.tasks.notify import CALLBACKS
 from toonforge.tasks.record import task_record
 
 log = logging.getLogger("toonforge.callbacks")
 
 LOCK_SECONDS = 120.0
-IDLE_SECONDS = 0.2
+# With nothing due, look again after this long anyway (a safety net under the wake-ups).
+IDLE_SECONDS = 5.0
+ERROR_PAUSE_SECONDS = 1.0
 
 
 class CallbackDispatcher:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        listener = self.services.notifier.listener()
+        listener.subscribe(CALLBACKS, lambda _c, _p: self._wake.set(), self._wake.set)
         self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout=5)
 
@@ -46,11 +53,29 @@ class CallbackDispatcher:
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:  # a broken row must not stop every other delivery
+                idle = 0.0 if worked else self._until_next_due()
+            except Exception:  # a broken row or a database blip must not stop deliveries
                 log.exception("callback dispatcher error")
-                worked = False
-            if not worked:
-                self._stop.wait(IDLE_SECONDS)
+                idle = ERROR_PAUSE_SECONDS
+            if idle > 0:
+                # Woken at once when a task ends with a callback (see tasks/notify.py).
+                self._wake.wait(idle)
+                self._wake.clear()
+
+    def _until_next_due(self) -> float:
+        """Seconds until the earliest pending retry (at most IDLE_SECONDS)."""
+        with self.services.read_sessions() as session:
+            # A delivery another dispatcher holds is due when its lock runs out.
+            locked = CallbackDelivery.locked_until > CallbackDelivery.next_attempt_at
+            due_at = case(
+                (locked, CallbackDelivery.locked_until), else_=CallbackDelivery.next_attempt_at
+            )
+            due = session.scalar(
+                select(func.min(due_at)).where(CallbackDelivery.state == "pending")
+            )
+        if due is None:
+            return IDLE_SECONDS
+        return min(IDLE_SECONDS, max(0.05, due - time.time()))
 
     def _claim(self) -> int | None:
         now = time.time()
@@ -74,11 +99,13 @@ class CallbackDispatcher:
             return claimed
 
     def run_once(self) -> bool:
+        """Claim one due delivery, send it with no transaction open, record the outcome in a
+        transaction of its own."""
         delivery_id = self._claim()
         if delivery_id is None:
             return False
         settings = self.services.settings
-        with self.services.sessions() as session:
+        with self.services.read_sessions() as session:
             delivery = session.get(CallbackDelivery, delivery_id)
             task = session.get(Task, delivery.task_id) if delivery else None
             if delivery is None or task is None:
@@ -89,9 +116,30 @@ class CallbackDispatcher:
                 public_url=settings.resolved_public_url,
                 manifest=self.services.catalog.by_key(task.tool_key),
             )
-            body = json.dumps(record).encode()
-            attempt_no = delivery.attempts + 1
-            result = self._send(delivery.url, body, project, delivery.msg_id)
+            url, msg_id, attempt_no, task_id = (
+                delivery.url,
+                delivery.msg_id,
+                delivery.attempts + 1,
+                task.id,
+            )
+            secret = project.webhook_secret if project is not None else None
+        result = self._send(url, json.dumps(record).encode(), secret, msg_id)
+        state = self._record_attempt(delivery_id, attempt_no, result)
+        log.info(
+            "callback for task %s attempt %d: %s %s",
+            task_id,
+            attempt_no,
+            state,
+            result.error or result.status_code,
+        )
+        return True
+
+    def _record_attempt(self, delivery_id: int, attempt_no: int, result: AttemptResult) -> str:
+        settings = self.services.settings
+        with self.services.sessions() as session:
+            delivery = session.get(CallbackDelivery, delivery_id)
+            if delivery is None:
+                return "gone"
             session.add(
                 CallbackAttempt(
                     delivery_id=delivery.id,
@@ -115,27 +163,21 @@ class CallbackDispatcher:
             else:
                 wait = backoff_seconds(attempt_no, settings.callback_backoff_seconds)
                 delivery.next_attempt_at = time.time() + max(wait, result.retry_after or 0.0)
+            state = delivery.state
             session.commit()
-            log.info(
-                "callback for task %s attempt %d: %s %s",
-                task.id,
-                attempt_no,
-                delivery.state,
-                result.error or result.status_code,
-            )
-        return True
+            return state
 
-    def _send(self, url: str, body: bytes, project: Project | None, msg_id: str) -> AttemptResult:
+    def _send(self, url: str, body: bytes, secret: str | None, msg_id: str) -> AttemptResult:
         settings = self.services.settings
         if urlsplit(url).scheme not in ("http", "https"):
             return _not_sent(f"callbackUrl is not an http(s) URL; nothing was sent: {url[:200]!r}")
-        if project is None:
+        if secret is None:
             return _not_sent("the task's project no longer exists; nothing was sent")
         try:
             return send_once(
                 url,
                 body,
-                secret=project.webhook_secret,
+                secret=secret,
                 msg_id=msg_id,
                 timeout=settings.callback_timeout_seconds,
                 allow_private=settings.callback_allow_private,

@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, create_engine, event, update
+from sqlalchemy import ColumnElement, Engine, Select, create_engine, event, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+# What a database that cannot answer now raises (down, restarting, locked past the busy
+# timeout, no free pooled connection), as opposed to a bug in a statement.
+DB_OUTAGE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+DB_UNAVAILABLE = "The database is unavailable at the moment; retry shortly."
 
-def make_engine(url: str) -> Engine:
+# How long a writer waits for SQLite's write lock before the request is answered 503 (with
+# Retry-After) instead of holding a thread: writes are short, so a longer wait means trouble.
+SQLITE_BUSY_SECONDS = 5.0
+# How long a request waits for a free pooled connection before it is answered 503.
+POOL_TIMEOUT_SECONDS = 10.0
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """`pool_size` should match the number of threads that use the engine at once (the API
+    sizes its thread pool to it), so no request waits for a connection another holds."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return _sqlite_engine(url, pool_size)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        # A dead server must not hang a request for minutes: fail fast, answer 503.
+        connect_args={"connect_timeout": 3},
+    )
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, pool_size: int) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -30,15 +60,15 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction (the claim,
         # the concurrency check) can then never fail halfway with SQLITE_BUSY on upgrade.
-        # Read-only sessions (WebSocket polling, file downloads) begin DEFERRED so that,
-        # with WAL, they never wait for or hold up the worker's writes.
+        # Read-only sessions (Detail, the WebSocket, downloads, authentication) begin
+        # DEFERRED so that, with WAL, they never wait for or hold up anybody's writes.
         readonly = conn.get_execution_options().get(READONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
@@ -59,13 +89,20 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def claim_first(
-    session: Session, id_column: InstrumentedAttribute[int], candidate: Select[Any], **values: Any
+    session: Session,
+    id_column: InstrumentedAttribute[int],
+    candidate: Select[Any],
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+    **values: Any,
 ) -> int | None:
     """Atomically take the first row of `candidate` (a select of `id_column`, ordered):
-    UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id. On SQLite the
-    lock clause compiles away and BEGIN IMMEDIATE gives the same guarantee."""
+    UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) AND <where> RETURNING id.
+    `where` repeats the candidate's condition so that PostgreSQL, which re-evaluates the
+    outer WHERE on the row it locked, never takes a row another claim changed meanwhile. On
+    SQLite the lock clause compiles away and BEGIN IMMEDIATE gives the same guarantee."""
     first = candidate.limit(1).with_for_update(skip_locked=True).scalar_subquery()
     table = id_column.class_
     return session.scalar(
-        update(table).where(id_column == first).values(**values).returning(id_column)
+        update(table).where(id_column == first, *where).values(**values).returning(id_column)
     )

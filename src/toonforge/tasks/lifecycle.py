@@ -50,3 +50,36 @@ TIME_FIELD = {
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
+
+
+def _next_in_order(status: str) -> set[str]:
+    i = ORDER.index(status)
+    return {ORDER[i + 1]} if i + 1 < len(ORDER) else set()
+
+
+# Which status may follow which. Beyond walking ORDER forward: progress repeats task_output;
+# a task a worker holds may fail (task_error_full), be killed (task_cancel), be handed back
+# to the queue (worker shutting down) or be taken again by another worker (task_accept)
+# after its worker was lost; the last two always come with a task_error event saying why.
+TRANSITIONS: dict[str, set[str]] = {
+    QUEUE: {ACCEPT, CANCEL},
+    **{
+        s: _next_in_order(s) | {ERROR_FULL, CANCEL, QUEUE, ACCEPT}
+        for s in ORDER[1:]
+        if s not in TERMINAL
+    },
+    ERROR_FULL: {END, POSTPROCESS_START, POSTPROCESS_END, CANCEL, QUEUE, ACCEPT},
+    POSTPROCESS_END: set(),
+    CANCEL: set(),
+}
+TRANSITIONS[START] |= {OUTPUT_FULL}
+TRANSITIONS[OUTPUT] |= {OUTPUT}
+
+
+class InvalidTransition(Exception):
+    """A status change the lifecycle does not allow: a bug, never user input."""
+
+
+def check_transition(old: str, new: str) -> None:
+    if new not in TRANSITIONS.get(old, set()):
+        raise InvalidTransition(f"{old} -> {new}")

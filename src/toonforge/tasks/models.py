@@ -39,13 +39,19 @@ class Project(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class Nonce(Base):
-    __tablename__ = "nonces"
-    __table_args__ = (UniqueConstraint("project_id", "nonce", name="uq_nonce_project"),)
+class RequestNonce(Base):
+    """A state-changing signed request already served: the same nonce with the same method,
+    path and body is refused as a replay (see api/auth.py)."""
+
+    __tablename__ = "request_nonces"
+    __table_args__ = (
+        UniqueConstraint("project_id", "fingerprint", name="uq_request_nonce_project"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    nonce: Mapped[str] = mapped_column(String(128))
+    # sha256 of nonce, method, path and body
+    fingerprint: Mapped[str] = mapped_column(String(64))
     seen_at: Mapped[float] = mapped_column(Float, index=True)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toonforge.settings import Settings
+from toonforge.tasks.ids import parse_id
 from toonforge.tasks.models import PrivateModel
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
@@ -106,20 +107,24 @@ def _check_name(name: str) -> str:
     return name
 
 
-def add_private_model(
-    session: Session,
-    settings: Settings,
-    *,
-    project_id: int,
-    name: str,
-    source: Path | BinaryIO,
-    file_name: str = "",
-) -> PrivateModel:
-    """Check and copy the checkpoint, then record it. The caller commits the session; the
-    file is removed again if the commit does not happen (see `discard_file`)."""
-    name = _check_name(name)
-    if find_private_model(session, project_id, name) is not None:
-        raise PrivateModelError(f"a private model named {name!r} already exists")
+@dataclass
+class StagedCheckpoint:
+    """An uploaded checkpoint copied, hashed and checked, not yet recorded."""
+
+    path: Path
+    sha256: str
+    size: int
+    file_name: str
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def stage_checkpoint(
+    settings: Settings, source: Path | BinaryIO, file_name: str = ""
+) -> StagedCheckpoint:
+    """Copy, hash and check a checkpoint beside the private models, outside any database
+    transaction (a file of gigabytes takes a while)."""
     folder = private_models_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".upload-{uuid.uuid4().hex}"
@@ -135,24 +140,61 @@ def add_private_model(
                 if isinstance(source, Path):
                     stream.close()
         info = check_checkpoint(tmp)
-        if not file_name:
-            file_name = source.name if isinstance(source, Path) else "checkpoint.safetensors"
-        model = PrivateModel(
-            project_id=project_id,
-            name=name,
-            family="sd15",
-            file_name=Path(file_name).name[:255],
-            size=info.size,
-            sha256=digest.hexdigest(),
-            created_at=time.time(),
-        )
-        session.add(model)
-        session.flush()  # assigns the id, which names the file
-        os.replace(tmp, checkpoint_path(settings, model.id))
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not file_name:
+        file_name = source.name if isinstance(source, Path) else "checkpoint.safetensors"
+    return StagedCheckpoint(tmp, digest.hexdigest(), info.size, Path(file_name).name[:255])
+
+
+def check_name_free(session: Session, project_id: int, name: str) -> str:
+    name = _check_name(name)
+    if find_private_model(session, project_id, name) is not None:
+        raise PrivateModelError(f"a private model named {name!r} already exists")
+    return name
+
+
+def record_private_model(
+    session: Session, settings: Settings, *, project_id: int, name: str, staged: StagedCheckpoint
+) -> PrivateModel:
+    """Record a staged checkpoint and move it into place (a short write transaction). The
+    caller commits; if the commit fails, it calls `discard_file` with the model's id."""
+    name = check_name_free(session, project_id, name)
+    model = PrivateModel(
+        project_id=project_id,
+        name=name,
+        family="sd15",
+        file_name=staged.file_name,
+        size=staged.size,
+        sha256=staged.sha256,
+        created_at=time.time(),
+    )
+    session.add(model)
+    session.flush()  # assigns the id, which names the file
+    os.replace(staged.path, checkpoint_path(settings, model.id))
     return model
+
+
+def add_private_model(
+    session: Session,
+    settings: Settings,
+    *,
+    project_id: int,
+    name: str,
+    source: Path | BinaryIO,
+    file_name: str = "",
+) -> PrivateModel:
+    """Check, stage and record in one go (the CLI's path); the caller commits."""
+    check_name_free(session, project_id, name)
+    session.rollback()  # no transaction held while the file is copied
+    staged = stage_checkpoint(settings, source, file_name)
+    try:
+        return record_private_model(
+            session, settings, project_id=project_id, name=name, staged=staged
+        )
+    finally:
+        staged.discard()
 
 
 def discard_file(settings: Settings, model_id: int) -> None:
@@ -168,8 +210,9 @@ def find_private_model(session: Session, project_id: int, value: str) -> Private
     """The project's model named by id or by name; None for unknown and other projects'."""
     value = str(value).strip()
     query = select(PrivateModel).where(PrivateModel.project_id == project_id)
-    if value.isdigit():
-        return session.scalar(query.where(PrivateModel.id == int(value)))
+    if value.isascii() and value.isdigit():
+        number = parse_id(value)
+        return None if number is None else session.scalar(query.where(PrivateModel.id == number))
     return session.scalar(query.where(PrivateModel.name == value))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -11,10 +12,37 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from toonforge.callbacks.signing import new_webhook_secret
-from toonforge.tasks.models import Nonce, Project
+from toonforge.tasks.models import Project, RequestNonce
 from toonforge.tasks.tokens import random_token
 
 AUTH_MODES = ("signature", "key")
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """What a request needs of its project, detached from any session (it is cached)."""
+
+    id: int
+    name: str
+    api_key: str
+    api_secret: str
+    auth_mode: str
+    allowed_ips: str
+    max_running_tasks: int
+    webhook_secret: str
+
+    @classmethod
+    def of(cls, p: Project) -> ProjectInfo:
+        return cls(
+            p.id,
+            p.name,
+            p.api_key,
+            p.api_secret,
+            p.auth_mode,
+            p.allowed_ips,
+            p.max_running_tasks,
+            p.webhook_secret,
+        )
 
 
 @dataclass
@@ -82,14 +110,53 @@ def find_by_key(session: Session, api_key: str) -> Project | None:
     return session.scalar(select(Project).where(Project.api_key == api_key, Project.active))
 
 
-def remember_nonce(session: Session, project_id: int, nonce: str, window: int) -> bool:
-    """Record a nonce; false when this key already used it inside the window (a replay).
-    Runs in its own savepoint so a replay does not spoil the caller's transaction."""
-    cutoff = time.time() - window
-    session.execute(delete(Nonce).where(Nonce.project_id == project_id, Nonce.seen_at < cutoff))
+class ProjectCache:
+    """Active projects by API key, kept `ttl` seconds: authentication is on every request,
+    and a project changes rarely. A revoked key stops working within `ttl`; an unknown key
+    is never cached, so a new key works at once."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, ProjectInfo]] = {}
+
+    def peek(self, api_key: str) -> ProjectInfo | None:
+        """The cached project if still fresh; no database access."""
+        hit = self._entries.get(api_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def get(self, session_factory: Callable[[], Session], api_key: str) -> ProjectInfo | None:
+        now = time.monotonic()
+        hit = self._entries.get(api_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with session_factory() as session:
+            project = find_by_key(session, api_key)
+            info = ProjectInfo.of(project) if project is not None else None
+        if info is None:
+            self._entries.pop(api_key, None)
+        else:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[api_key] = (now + self.ttl, info)
+        return info
+
+
+def remember_request(session: Session, project_id: int, fingerprint: str) -> bool:
+    """Record a state-changing request; false when this project already sent exactly this
+    one (a replay). One INSERT in the caller's transaction, inside a savepoint so a replay
+    does not spoil it."""
     try:
         with session.begin_nested():
-            session.add(Nonce(project_id=project_id, nonce=nonce, seen_at=time.time()))
+            session.add(
+                RequestNonce(project_id=project_id, fingerprint=fingerprint, seen_at=time.time())
+            )
     except IntegrityError:
         return False
     return True
+
+
+def forget_requests_before(session: Session, cutoff: float) -> int:
+    result = session.execute(delete(RequestNonce).where(RequestNonce.seen_at < cutoff))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

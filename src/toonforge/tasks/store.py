@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.db import claim_first
-from toonforge.tasks.models import CallbackDelivery, Project, Task, TaskEvent, TaskOutput
+from toonforge.tasks.ids import parse_id
+from toonforge.tasks.models import CallbackDelivery, Task, TaskEvent, TaskOutput
+from toonforge.tasks.notify import CALLBACKS, EVENTS, QUEUE, announce
+from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.tokens import random_hex, random_token
 
 
@@ -39,12 +42,13 @@ def now() -> float:
 
 def add_event(session: Session, task_id: int, type_: str, message: Any = None) -> None:
     session.add(TaskEvent(task_id=task_id, type=type_, message=message, created_at=now()))
+    announce(session, EVENTS, str(task_id))
 
 
 def create_task(
     session: Session,
     *,
-    project: Project,
+    project: ProjectInfo,
     tool_key: str,
     model_id: str,
     cps: str,
@@ -55,7 +59,10 @@ def create_task(
     transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the project row is locked)."""
     if project.max_running_tasks > 0:
         if session.bind is not None and session.bind.dialect.name == "postgresql":
-            session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+            # Serialise this project's Runs so two cannot both pass the count.
+            session.execute(
+                text("SELECT id FROM projects WHERE id = :id FOR UPDATE"), {"id": project.id}
+            )
         unfinished = session.scalar(
             select(func.count(Task.id)).where(
                 Task.project_id == project.id, Task.status.not_in(lc.TERMINAL)
@@ -86,6 +93,7 @@ def create_task(
     session.add(task)
     session.flush()
     add_event(session, task.id, lc.QUEUE)
+    announce(session, QUEUE, tool_key)
     return task
 
 
@@ -95,9 +103,10 @@ def find_task(
     """A task of this project only: another project's task is indistinguishable from none."""
     query = select(Task).where(Task.project_id == project_id)
     if taskid:
-        if not taskid.isdigit():
+        number = parse_id(taskid)
+        if number is None:
             return None
-        query = query.where(Task.id == int(taskid))
+        query = query.where(Task.id == number)
     elif token:
         query = query.where(Task.socket_token == token)
     else:
@@ -143,36 +152,61 @@ def claim(
     max_attempts: int,
 ) -> Task | None:
     """Take the oldest task this worker can serve: queued, or held by a worker whose lease
-    ran out (at-least-once). One UPDATE … WHERE id = (SELECT … SKIP LOCKED) … RETURNING."""
+    ran out (at-least-once). One UPDATE … WHERE id = (SELECT … SKIP LOCKED) … RETURNING that
+    also moves the task to task_accept, so no other worker can see it as queued any more;
+    the outer WHERE repeats the condition, which PostgreSQL re-checks on the locked row."""
     t = now()
     keys = list(tool_keys)
     if not keys:
         return None
-    candidate = (
-        select(Task.id)
-        .where(
-            Task.tool_key.in_(keys),
-            Task.kill_requested.is_(False),
-            or_(
-                Task.status == lc.QUEUE,
-                (Task.status.in_(lc.RUNNING))
-                & (Task.lease_expires_at < t)
-                & (Task.attempts < max_attempts),
-            ),
-        )
-        .order_by(Task.id)
+    claimable = (
+        Task.tool_key.in_(keys),
+        Task.kill_requested.is_(False),
+        or_(
+            Task.status == lc.QUEUE,
+            (Task.status.in_(lc.RUNNING))
+            & (Task.lease_expires_at < t)
+            & (Task.attempts < max_attempts),
+        ),
     )
+    candidate = select(Task.id).where(*claimable).order_by(Task.id)
     task_id = claim_first(
         session,
         Task.id,
         candidate,
+        where=claimable,
         worker_id=worker_id,
         lease_expires_at=t + lease_seconds,
         attempts=Task.attempts + 1,
+        status=lc.ACCEPT,
+        accepttime=t,
     )
     if task_id is None:
         return None
-    return session.get(Task, task_id, populate_existing=True)
+    task = session.get(Task, task_id, populate_existing=True)
+    assert task is not None
+    if task.attempts > 1:
+        # Only a lost worker leaves a task with attempts > 1: one that shuts down hands its
+        # task back and gives the attempt back with it.
+        add_event(
+            session,
+            task.id,
+            lc.ERROR,
+            f"taken again after its worker stopped responding (attempt {task.attempts})",
+        )
+    add_event(session, task.id, lc.ACCEPT)
+    return task
+
+
+def release(session: Session, task: Task, reason: str) -> None:
+    """Hand a held task back to the queue (its worker is shutting down): the attempt is given
+    back and the status says queued again, with the reason as a task_error event."""
+    add_event(session, task.id, lc.ERROR, reason)
+    _set_status(session, task, lc.QUEUE)
+    task.lease_expires_at = None
+    task.attempts = max(0, task.attempts - 1)
+    task.worker_id = None
+    announce(session, QUEUE, task.tool_key)
 
 
 def reap(session: Session, *, max_attempts: int) -> list[int]:
@@ -226,6 +260,7 @@ def extend_lease(session: Session, task_id: int, worker_id: str, lease_seconds: 
 
 
 def _set_status(session: Session, task: Task, status: str, message: Any = None) -> None:
+    lc.check_transition(task.status, status)
     task.status = status
     field = lc.TIME_FIELD.get(status)
     if field:
@@ -296,6 +331,7 @@ def enqueue_callback(session: Session, task: Task) -> None:
             created_at=now(),
         )
     )
+    announce(session, CALLBACKS, str(task.id))
 
 
 def events_after(session: Session, task_id: int, after_id: int) -> list[TaskEvent]:

@@ -16,12 +16,13 @@ import time
 import uuid
 
 from toonforge.services import Services
+from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import claim, reap
 from toonforge.worker.runner import Engine, TaskRunner
 
 log = logging.getLogger("toonforge.worker")
 
-REAP_EVERY_SECONDS = 1.0
+REAP_EVERY_SECONDS = 5.0
 
 
 def new_worker_id() -> str:
@@ -36,6 +37,8 @@ class Worker:
         self.stopping = threading.Event()
         self.runner = TaskRunner(services, engine, self.worker_id, shutdown=self.stopping)
         self._last_reap = 0.0
+        # Set when a task may have become claimable (a wake-up, see tasks/notify.py).
+        self.wake = threading.Event()
 
     def tool_keys(self) -> list[str]:
         return [m.key for m in self.services.catalog if m.engine_ready]
@@ -65,17 +68,39 @@ class Worker:
         self.runner.run(task.id)
         return True
 
+    def listen(self) -> None:
+        """Wake up when a task is queued or handed back, instead of polling for it."""
+        wanted = set(self.tool_keys())
+
+        def on_queue(_channel: str, tool_key: str) -> None:
+            if tool_key in wanted:
+                self.wake.set()
+
+        self.services.notifier.listener().subscribe(QUEUE, on_queue, self.wake.set)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait for a wake-up, the safety-net poll interval, or a stop (looked at a few
+        times a second: whoever stops us may only set `stopping`)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.wake.wait(min(remaining, 0.25)):
+                return
+
     def run_forever(self) -> None:
+        self.listen()
         log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
         while not self.stopping.is_set():
             try:
+                # Cleared before looking, so a task queued while we look wakes us again.
+                self.wake.clear()
                 worked = self.run_once()
             except Exception:  # the database may be restarting: wait and go on
                 log.exception("worker loop error")
                 worked = False
                 self.stopping.wait(1.0)
             if not worked:
-                self.stopping.wait(self.services.settings.worker_poll_seconds)
+                self._idle(self.services.settings.worker_poll_seconds)
 
 
 def install_signal_handlers(worker: Worker) -> None:
@@ -84,6 +109,7 @@ def install_signal_handlers(worker: Worker) -> None:
         # hands the task back (a handler must not touch the database mid-transaction).
         log.info("worker %s: signal %d, stopping", worker.worker_id, signum)
         worker.stopping.set()
+        worker.wake.set()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,10 @@ from toonforge.catalog import Manifest
 from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.db import DB_OUTAGE_ERRORS
 from toonforge.tasks.models import Task
 from toonforge.tasks.store import (
     NewOutput,
-    add_event,
     advance,
     attach_outputs,
     elapsed_seconds,
@@ -27,9 +28,11 @@ from toonforge.tasks.store import (
     extend_lease,
     fail_task,
     held_by,
+    release,
     total_cost,
 )
 from toonforge.worker.progress import ProgressMeter
+from toonforge.worker.redact import redact_paths
 
 log = logging.getLogger("toonforge.worker")
 
@@ -120,19 +123,14 @@ class TaskRunner:
             task = held_by(session, task_id, self.worker_id)
             if task is None:
                 return
-            if task.attempts > 1:
-                add_event(
-                    session,
-                    task.id,
-                    lc.ERROR,
-                    f"taken again after a worker was lost (attempt {task.attempts})",
-                )
             manifest = self.services.catalog.by_key(task.tool_key)
             params = dict(task.parameters)
+            tool_key = task.tool_key
             session.commit()
-        killed = self._advance(task_id, lc.ACCEPT, lc.PREPROCESS_START)
+        # The claim itself moved the task to task_accept.
+        killed = self._advance(task_id, lc.PREPROCESS_START)
         if manifest is None:
-            self._fail(task_id, f"tool {task.tool_key} is not in this worker's catalog")
+            self._fail(task_id, f"tool {tool_key} is not in this worker's catalog")
             return
         killed = self._advance(task_id, lc.PREPROCESS_END, lc.ASSIGN) or killed
         if killed:
@@ -159,12 +157,16 @@ class TaskRunner:
 
         def on_step(step: int, total: int) -> None:
             def write(session: Any, task: Task) -> None:
-                add_event(session, task.id, lc.OUTPUT, meter.message(step, total))
-                task.status = lc.OUTPUT
+                advance(session, task, lc.OUTPUT, meter.message(step, total))
                 if task.kill_requested:
                     kill_seen.set()
 
-            self._tx(task_id, write)
+            try:
+                self._tx(task_id, write)
+            except DB_OUTAGE_ERRORS as exc:
+                # Progress is not worth losing the run for: the database may be restarting.
+                # The run goes on; the closing writes wait for the database.
+                log.warning("task %s: progress not recorded (%s)", task_id, type(exc).__name__)
 
         try:
             result = self.engine.generate(
@@ -187,10 +189,25 @@ class TaskRunner:
             return
         self._finish(task_id, manifest, result, info)
 
+    def _tx_retrying(self, task_id: int, fn: Callable[[Any, Task], Any]) -> Any:
+        """`_tx` for the writes that close a run: while the database is unreachable, wait
+        and try again (up to the lease: past it, another worker owns the task anyway)."""
+        deadline = time.monotonic() + self.services.settings.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                return self._tx(task_id, fn)
+            except DB_OUTAGE_ERRORS as exc:
+                if time.monotonic() + delay > deadline or self.shutdown.is_set():
+                    raise
+                log.warning("task %s: database unavailable (%s); retrying", task_id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _finish(
         self, task_id: int, manifest: Manifest, result: GenerationResult, info: dict[str, Any]
     ) -> None:
-        debug = json.dumps({**info, **result.info}, default=str)
+        debug = self.redact(json.dumps({**info, **result.info}, default=str))
 
         def end(session: Any, task: Task) -> str:
             advance(session, task, lc.OUTPUT_FULL, debug)
@@ -199,7 +216,7 @@ class TaskRunner:
             task.debugoutput = debug
             return task.uuid
 
-        task_uuid = self._tx(task_id, end)
+        task_uuid = self._tx_retrying(task_id, end)
         outputs = []
         for f in result.files:
             key = f"{task_uuid}/{f.name}"
@@ -215,28 +232,31 @@ class TaskRunner:
             advance(session, task, lc.POSTPROCESS_END)
             enqueue_callback(session, task)
 
-        self._tx(task_id, close)
+        self._tx_retrying(task_id, close)
         log.info("task %s: done, %d file(s)", task_id, len(outputs))
+
+    def redact(self, text: str) -> str:
+        """What clients see of this server's messages: its folders named, not shown (the
+        server log keeps the full text)."""
+        return redact_paths(text, self.services.settings)
 
     def _fail(self, task_id: int, error: str) -> None:
         log.warning("task %s failed: %s", task_id, error)
+        shown = self.redact(error)
 
         def write(session: Any, task: Task) -> None:
-            fail_task(session, task, error)
+            fail_task(session, task, shown)
             enqueue_callback(session, task)
 
-        self._tx(task_id, write)
+        self._tx_retrying(task_id, write)
 
     def _release(self, task_id: int) -> None:
         """Give the task back (worker shutting down): another worker takes it at once."""
 
         def write(session: Any, task: Task) -> None:
-            add_event(session, task.id, lc.ERROR, "worker shutting down; task handed back")
-            task.lease_expires_at = 0.0
-            task.attempts = max(0, task.attempts - 1)
-            task.worker_id = None
+            release(session, task, "worker shutting down; task handed back to the queue")
 
-        self._tx(task_id, write)
+        self._tx_retrying(task_id, write)
         log.info("task %s: handed back to the queue", task_id)
 
     def _cancel(self, task_id: int) -> None:
@@ -248,5 +268,5 @@ class TaskRunner:
             task.lease_expires_at = None
             enqueue_callback(session, task)
 
-        self._tx(task_id, write)
+        self._tx_retrying(task_id, write)
         log.info("task %s: killed", task_id)
