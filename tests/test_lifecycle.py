@@ -139,7 +139,8 @@ def test_running_task_is_not_cancellable(client: Client) -> None:
     data = client.run(CARTOON, SLOW)
     client.wait(data["taskid"], until=("task_output",), timeout=120)
     r = client.post("/v1/Task/Cancel", {"taskid": data["taskid"]}).json()
-    assert r["errors"] == [{"code": 1, "message": "Task is not in a cancellable state."}]
+    assert r["errors"][0] == {"code": 1, "message": "Task is not in a cancellable state."}
+    assert "use Task/Kill" in r["errors"][1]["message"]
     client.post("/v1/Task/Kill", {"taskid": data["taskid"]})
     assert client.wait(data["taskid"])["status"] == "task_cancel"
 

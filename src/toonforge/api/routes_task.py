@@ -71,9 +71,10 @@ def detail(
     return ok(total="1", tasklist=[_record(services, session, task)])
 
 
+NOT_CANCELLABLE = "Task is not in a cancellable state."
 CANCEL_HINT = (
-    "Task is not in a cancellable state. Task/Cancel removes a task that is still queued; "
-    "use Task/Kill to stop a task a worker has taken."
+    "Task/Cancel removes a task that is still queued; use Task/Kill to stop a task a worker "
+    "has taken."
 )
 
 
@@ -91,8 +92,14 @@ def cancel(
     if not cancel_queued(session, task):
         session.rollback()
         if lc.is_terminal(task.status):
-            raise ApiError("Task is not in a cancellable state.", code=NOT_FOUND)
-        raise ApiError(CANCEL_HINT, code=NOT_FOUND)
+            raise ApiError(NOT_CANCELLABLE, code=NOT_FOUND)
+        raise ApiError(
+            NOT_CANCELLABLE,
+            errors=[
+                {"code": NOT_FOUND, "message": NOT_CANCELLABLE},
+                {"code": GENERAL, "message": CANCEL_HINT},
+            ],
+        )
     session.commit()
     session.refresh(task)
     return ok(tasklist=[_record(services, session, task)])
