@@ -91,7 +91,7 @@ def test_register_and_generate_with_a_private_base(alice: Client, checkpoint: Pa
         assert task["parameters"]["selectedModelPrivate"] == model["id"]
         info = json.loads(task["debugoutput"])
         assert info["base_model"] == f"private:{model['id']}"
-        assert info["loaded_from"].endswith(f"private_models/{model['id']}.safetensors")
+        assert info["loaded_from"] == f"<private-models>/{model['id']}.safetensors"
         assert [o["name"] for o in task["outputs"]] == ["0.mp4"]
 
 
