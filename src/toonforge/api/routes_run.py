@@ -9,10 +9,12 @@ from sqlalchemy.orm import Session
 
 from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
+from toonforge.api.file_inputs import resolve_file_inputs
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
 from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
+from toonforge.tasks.uploads import link_to_task
 
 router = APIRouter()
 
@@ -38,6 +40,9 @@ def run(
             ],
         )
     body, extra_options = private_model_options(session, project.id, manifest, body)
+    body, uploads = resolve_file_inputs(
+        session, project.id, manifest, body, services.settings.resolved_public_url
+    )
     try:
         params = validate_inputs(manifest, body, extra_options)
     except InvalidInputs as exc:
@@ -56,6 +61,7 @@ def run(
             parameters=params,
             callback_url=str(callback).strip() if callback else "",
         )
+        link_to_task(session, task.id, uploads)
         session.commit()
     except ConcurrencyLimitReached as exc:
         session.rollback()
