@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep, SessionDep
@@ -63,6 +64,13 @@ def run(
         )
         link_to_task(session, task.id, uploads)
         session.commit()
+    except IntegrityError as exc:
+        # An upload named by a file input was deleted between the check and the commit.
+        session.rollback()
+        raise ApiError(
+            "An uploaded file given as input was deleted meanwhile; upload it again.",
+            code=NOT_FOUND,
+        ) from exc
     except ConcurrencyLimitReached as exc:
         session.rollback()
         raise ApiError(
