@@ -84,7 +84,7 @@ def test_tool_detail_lists_bases_with_trigger_words(client: Client) -> None:
     data = client.post("/v1/Tool/Detail", {"slugowner": "wiro", "slugproject": "animate-diff"})
     [tool] = data.json()["tool"]
     assert tool["engineready"] is True
-    params = {p["name"]: p for p in tool["parameters"]}
+    params = {p["id"]: p for group in tool["parameters"] for p in group["items"]}
     bases = {o["value"]: o for o in params["selectedModel"]["options"]}
     assert list(bases) == ["969", "959", "814", "485", "965"]
     assert bases["969"]["triggerwords"] == ["aodai", "3dcharacter", "3dcutecharacter", "chibi"]

@@ -307,7 +307,7 @@ def test_concurrency_limit(make_server: Any) -> None:
 
 def test_tool_list_and_filters(client: Client) -> None:
     all_tools = client.post("/v1/Tool/List", {}).json()
-    assert all_tools["result"] is True and all_tools["total"] == "5"
+    assert all_tools["result"] is True and all_tools["total"] == 5
     slugs = {t["cleanslugproject"] for t in all_tools["tool"]}
     assert "cartoonmix-v1-0" in slugs
     video = client.post("/v1/Tool/List", {"categories": "text-to-video"}).json()
@@ -326,7 +326,8 @@ def test_tool_detail_carries_the_page(client: Client) -> None:
     tool = client.post(
         "/v1/Tool/Detail", {"slugowner": "futurist", "slugproject": "CartoonMix v1.0"}
     ).json()["tool"][0]
-    names = [p["name"] for p in tool["parameters"]]
+    [group] = tool["parameters"]
+    names = [p["id"] for p in group["items"]]
     assert names == [
         "prompt",
         "negativePrompt",
@@ -339,7 +340,7 @@ def test_tool_detail_carries_the_page(client: Client) -> None:
         "height",
         "scheduler",
     ]
-    scheduler = tool["parameters"][-1]
+    scheduler = group["items"][-1]
     assert [o["value"] for o in scheduler["options"]].count("EulerDiscreteScheduler") == 2
     assert len(tool["inspire"]) == 5
     assert tool["offlinemode"] is True and "OFFLINE MODE" in tool["offlinenote"]

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Largest private base model a project may upload (an SD 1.5 checkpoint with EMA weights
     # in float32 is about 7.7 GB).
     private_model_max_gb: float = 8.0
+    # Largest file a project may send to File/Upload (the hosted service documents 100 MB).
+    upload_max_mb: float = 100.0
 
     # Threads that run the API's database work (each holds at most one pooled connection).
     api_threads: int = 16

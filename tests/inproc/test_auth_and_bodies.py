@@ -92,9 +92,7 @@ def test_oversized_bodies_are_413(inproc: InProcess) -> None:
 
     r = inproc.http.post(CARTOON, content=chunks(), headers=signed_headers(inproc.keys))
     assert r.status_code == 413
-    r = inproc.http.post(
-        "/v1/Tool/List", content=big, headers={"Content-Type": "application/json"}
-    )
+    r = inproc.http.post("/v1/Tool/List", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413
 
 

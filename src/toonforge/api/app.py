@@ -19,7 +19,9 @@ from toonforge.api import (
     routes_private,
     routes_run,
     routes_task,
+    routes_task_list,
     routes_tool,
+    routes_upload,
     socket,
 )
 from toonforge.api.auth import ReplayGuard
@@ -69,6 +71,8 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
     app.state.replay_guard = ReplayGuard(settings)
     for module in (routes_run, routes_task, routes_tool, routes_files, routes_private, socket):
         app.include_router(module.router)
+    app.include_router(routes_task_list.router)
+    app.include_router(routes_upload.router)
     app.add_middleware(UnexpectedErrors)
 
     @app.get("/healthz", include_in_schema=False)

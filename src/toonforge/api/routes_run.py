@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from toonforge.api.deps import BodyDep, ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
+from toonforge.api.file_inputs import resolve_file_inputs
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
 from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
+from toonforge.tasks.uploads import link_to_task
 
 router = APIRouter()
 
@@ -42,6 +45,9 @@ def run(
         )
     with services.read_sessions() as read_session:
         body, extra_options = private_model_options(read_session, project.id, manifest, body)
+        body, uploads = resolve_file_inputs(
+            read_session, project.id, manifest, body, services.settings.resolved_public_url
+        )
     try:
         params = validate_inputs(manifest, body, extra_options)
     except InvalidInputs as exc:
@@ -62,7 +68,14 @@ def run(
                 parameters=params,
                 callback_url=str(callback).strip() if callback else "",
             )
+            link_to_task(session, task.id, uploads)
             session.commit()
+    except IntegrityError as exc:
+        # An upload named by a file input was deleted between the check and the commit.
+        raise ApiError(
+            "An uploaded file given as input was deleted meanwhile; upload it again.",
+            code=NOT_FOUND,
+        ) from exc
     except ConcurrencyLimitReached as exc:
         raise ApiError(
             f"Concurrent task limit reached: this project may have {exc.limit} unfinished "

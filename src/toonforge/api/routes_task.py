@@ -29,6 +29,7 @@ from toonforge.tasks.models import CallbackDelivery, Task
 from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.record import task_record
 from toonforge.tasks.store import cancel_queued, find_task, request_kill
+from toonforge.tasks.uploads import remove_task_uploads
 
 router = APIRouter()
 
@@ -171,5 +172,6 @@ def input_output_delete(
     session.execute(update(Task).where(Task.id == task.id).values(files_deleted=True))
     session.commit()
     services.storage.delete_prefix(task.uuid)
+    remove_task_uploads(session, services.storage, task.id)
     session.refresh(task)
     return ok(tasklist=[_record(services, session, task)])

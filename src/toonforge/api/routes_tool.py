@@ -1,56 +1,26 @@
-"""Tool/List and Tool/Detail, answered from the catalog."""
+"""Tool/List, Tool/Detail and Tool/Explore, answered from the catalog (no authentication:
+the catalog is public)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from toonforge.api.body import str_field
-from toonforge.api.deps import PublicBodyDep, ServicesDep
-from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
+from toonforge.api.deps import PublicBodyDep, ReadSessionDep, ServicesDep
+from toonforge.api.envelope import NOT_FOUND, ApiError, ok
 from toonforge.catalog import Manifest
-from toonforge.settings import Settings
+from toonforge.catalog.record import tool_record
+from toonforge.catalog.search import SORTS, default_order, relevance, search_words, sort_tools
+from toonforge.services import Services
+from toonforge.tasks.tool_stats import typical_runs
 
 router = APIRouter()
 
-SORT_KEYS = {
-    "id": lambda m: int(m.id) if m.id.isdigit() else m.id,
-    "title": lambda m: m.title.lower(),
-    "slugowner": lambda m: m.owner.lower(),
-    "slugproject": lambda m: m.slug.lower(),
-}
-
-
-def tool_record(m: Manifest, settings: Settings, *, summary: bool = False) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "id": m.id,
-        "title": m.title,
-        "slugowner": m.owner,
-        "slugproject": m.slug,
-        "cleanslugowner": m.cleanslugowner,
-        "cleanslugproject": m.cleanslug,
-        "description": m.description,
-        "cover": m.cover,
-        "categories": m.categories,
-        "tags": m.tags,
-        "cps": m.cps,
-        "price": m.cps,
-        "pricetype": "per-second",
-        "engineready": m.engine_ready,
-        "enginenote": m.engine_note,
-        "offlinemode": settings.tiny,
-        "triggerwords": m.backend.trigger_words,
-    }
-    if settings.tiny:
-        record["offlinenote"] = (
-            "OFFLINE MODE: this server runs tiny stand-in weights built by toonforge; "
-            "outputs show the pipeline works, not what the real model draws."
-        )
-    if not summary:
-        record["parameters"] = [i.model_dump(exclude_none=True) for i in m.inputs]
-        record["inspire"] = m.inspire
-    return record
+MAX_LIMIT = 1000
+EXPLORE_GROUP_SIZE = 20
 
 
 def _as_list(value: Any) -> list[str]:
@@ -66,31 +36,45 @@ def _int(body: dict[str, Any], name: str, default: int) -> int:
     if value is None or value == "":
         return default
     try:
-        number = int(str(value))
+        number = int(str(value).strip())
     except ValueError as exc:
         raise ApiError(f"Request parameter [{name}] must be integer or float") from exc
-    if number < 0:
-        raise ApiError(f"Request parameter [{name}] must be between 0 and 1000")
+    if not 0 <= number <= MAX_LIMIT * 1000:
+        raise ApiError(f"Request parameter [{name}] must be between 0 and {MAX_LIMIT * 1000}")
     return number
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    return str(body.get(name, "")).strip().lower() in ("1", "true", "yes")
+
+
+def _records(
+    services: Services, session: Session, tools: list[Manifest], *, summary: bool
+) -> list[dict[str, Any]]:
+    typical = typical_runs(session, [m.key for m in tools])
+    return [
+        tool_record(m, services.settings, summary=summary, typical_seconds=typical[m.key])
+        for m in tools
+    ]
+
+
 @router.post("/v1/Tool/List")
-def tool_list(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
+def tool_list(
+    body: PublicBodyDep, services: ServicesDep, session: ReadSessionDep
+) -> dict[str, Any]:
     start = _int(body, "start", 0)
-    limit = min(_int(body, "limit", 20), 1000)
-    search = str_field(body, "search").lower()
+    limit = min(_int(body, "limit", 20), MAX_LIMIT)
+    search = str_field(body, "search")
     categories = _as_list(body.get("categories"))
     tags = [t.lower() for t in _as_list(body.get("tags"))]
     owner = str_field(body, "slugowner").lower()
     sort = str_field(body, "sort") or "id"
-    order = (str_field(body, "order") or "ASC").upper()
-    summary = str(body.get("summary", "")).lower() in ("1", "true", "yes")
-    if sort not in SORT_KEYS:
-        raise ApiError(
-            f"Request parameter [sort] must be one of: {', '.join(SORT_KEYS)}", code=GENERAL
-        )
+    if sort not in SORTS:
+        raise ApiError(f"Request parameter [sort] must be one of: {', '.join(SORTS)}")
+    order = (str_field(body, "order") or default_order(sort)).upper()
     if order not in ("ASC", "DESC"):
-        raise ApiError("Request parameter [order] must be one of: ASC, DESC", code=GENERAL)
+        raise ApiError("Request parameter [order] must be one of: ASC, DESC")
+    searching = bool(search_words(search)) or bool(search.strip())
 
     def matches(m: Manifest) -> bool:
         if owner and owner not in (m.owner.lower(), m.cleanslugowner):
@@ -99,25 +83,20 @@ def tool_list(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
             return False
         if tags and not all(t in (x.lower() for x in m.tags) for t in tags):
             return False
-        if search:
-            haystack = " ".join([m.title, m.description, *m.tags, *m.categories]).lower()
-            return search in haystack
-        return True
+        return not searching or relevance(m, search) > 0
 
-    found = sorted(
-        (m for m in services.catalog if matches(m)),
-        key=SORT_KEYS[sort],
-        reverse=order == "DESC",
-    )
+    found = sort_tools((m for m in services.catalog if matches(m)), sort, order, search)
     page = found[start : start + limit]
     return ok(
-        total=str(len(found)),
-        tool=[tool_record(m, services.settings, summary=summary) for m in page],
+        total=len(found),
+        tool=_records(services, session, page, summary=_flag(body, "summary")),
     )
 
 
 @router.post("/v1/Tool/Detail")
-def tool_detail(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
+def tool_detail(
+    body: PublicBodyDep, services: ServicesDep, session: ReadSessionDep
+) -> dict[str, Any]:
     owner = str_field(body, "slugowner")
     slug = str_field(body, "slugproject")
     if not owner:
@@ -127,4 +106,34 @@ def tool_detail(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
     manifest = services.catalog.find(owner, slug)
     if manifest is None:
         raise ApiError("slug-owner-project-not-exist", code=NOT_FOUND)
-    return ok(tool=[tool_record(manifest, services.settings)])
+    summary = _flag(body, "summary")
+    return ok(tool=_records(services, session, [manifest], summary=summary))
+
+
+def _group_title(category: str) -> str:
+    words = category.split("-")
+    return " ".join(w if w == "to" else w.capitalize() for w in words)
+
+
+@router.post("/v1/Tool/Explore")
+def tool_explore(services: ServicesDep, session: ReadSessionDep) -> dict[str, Any]:
+    """The catalog grouped for browsing: one group per kind of task the tools do (their
+    `x-to-y` categories, in catalog order), tools in id order, at most 20 shown per group
+    (`total` counts them all). A tool with no such category goes to "Other"."""
+    groups: dict[str, list[Manifest]] = {}
+    for m in sort_tools(services.catalog, "id", "ASC", ""):
+        kinds = [c for c in m.categories if "-to-" in c] or ["other"]
+        for kind in kinds:
+            groups.setdefault(kind, []).append(m)
+    explore = []
+    for kind, tools in groups.items():
+        shown = tools[:EXPLORE_GROUP_SIZE]
+        explore.append(
+            {
+                "id": kind,
+                "title": _group_title(kind),
+                "total": len(tools),
+                "tools": _records(services, session, shown, summary=True),
+            }
+        )
+    return ok(explore=explore)

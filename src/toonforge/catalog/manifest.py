@@ -3,17 +3,22 @@
 A manifest carries everything the tool's page says (owner, slug, inputs in page order,
 "Parameter Inspires" examples, categories, tags, cover, price) plus the backend recipe the
 engine needs (family, weights, LoRAs, trigger words). Input types are the page's own:
-``text``, ``textarea``, ``number``, ``float``, ``select``, ``range``, ``file``.
+``text``, ``textarea``, ``number``, ``float``, ``select``, ``range``, and the file inputs
+``fileinput`` (the hosted docs' name, which the official client recognises) or ``file``.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-InputType = Literal["text", "textarea", "number", "float", "select", "range", "file", "checkbox"]
+InputType = Literal[
+    "text", "textarea", "number", "float", "select", "range", "file", "fileinput", "checkbox"
+]
+FILE_INPUT_TYPES = frozenset({"file", "fileinput"})
 
 
 class SelectOption(BaseModel):
@@ -45,6 +50,10 @@ class InputSpec(BaseModel):
     max_length: int | None = None  # for text inputs
     seed: bool = False  # a `text` input that holds a seed: empty or an integer
     required: bool = False
+
+    @property
+    def is_file(self) -> bool:
+        return self.type in FILE_INPUT_TYPES
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
@@ -122,6 +131,9 @@ class Manifest(BaseModel):
     cps: str = Field(description="price per second of run time, as a decimal string")
     engine_ready: bool = True  # false while the family's engine is not built yet
     engine_note: str = ""  # shown in Tool/Detail when engine_ready is false
+    # When the tool became runnable on this server (ISO 8601); Tool/List's `sort: time`
+    # orders by it. A manifest without it gets its file's modification time when loaded.
+    added: datetime | None = None
     inputs: list[InputSpec]
     inspire: list[dict[str, Any]] = Field(default_factory=list)
     backend: Backend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -49,9 +50,14 @@ class Catalog:
 def load_manifest(path: Path) -> Manifest:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except Exception as exc:  # the file name is what an operator needs to fix it
         raise CatalogError(f"invalid tool manifest {path}: {exc}") from exc
+    if manifest.added is None:
+        # An operator's tool without a date is as new as its manifest file.
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        manifest = manifest.model_copy(update={"added": mtime})
+    return manifest
 
 
 def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:

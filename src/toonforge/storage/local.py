@@ -6,11 +6,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> int: ...
+    def put_file(self, key: str, source: BinaryIO) -> int: ...
     def path(self, key: str) -> Path | None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -38,6 +39,21 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
         return len(data)
+
+    def put_file(self, key: str, source: BinaryIO) -> int:
+        """Copy a file object in, in chunks (uploads may be large)."""
+        target = self._resolve(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                shutil.copyfileobj(source, fh, 1024 * 1024)
+                size = fh.tell()
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
 
     def path(self, key: str) -> Path | None:
         target = self._resolve(key)

@@ -60,6 +60,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_claim", "status", "id"),
         Index("ix_tasks_project", "project_id", "id"),
+        # Tool/List's typical run time and Task/List's model filter.
+        Index("ix_tasks_tool", "tool_key", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -184,3 +186,36 @@ class PrivateModel(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class Upload(Base):
+    """A file a project sent to File/Upload, for the file inputs of its runs.
+
+    Only its own project can use it; it is stored in the outputs' storage under
+    `storage_key` and served at /v1/File/{accesskey}/{name}."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    accesskey: Mapped[str] = mapped_column(String(64), unique=True)
+    storage_key: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TaskUpload(Base):
+    """An upload used as an input of a task: Task/InputOutputDelete removes it."""
+
+    __tablename__ = "task_uploads"
+
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
