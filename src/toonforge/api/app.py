@@ -21,6 +21,7 @@ from toonforge.api import (
     socket,
 )
 from toonforge.api.envelope import GENERAL, ApiError, error_body, error_response
+from toonforge.api.openapi import install as install_openapi
 from toonforge.callbacks.dispatcher import CallbackDispatcher
 from toonforge.services import Services
 
@@ -43,7 +44,8 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         title="toonforge",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc are served by toonforge.api.openapi from local assets.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.services = services
@@ -53,6 +55,9 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, object]:
         return {"result": True, "offlinemode": services.settings.tiny, "version": __version__}
+
+    # The OpenAPI document (the contract) and its offline /docs and /redoc.
+    install_openapi(app, lambda: services.catalog)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
