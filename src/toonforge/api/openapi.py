@@ -888,7 +888,7 @@ def _health_operation() -> dict[str, Any]:
 
 
 SOCKET_DOC = f"""
-## WebSocket: `{SOCKET_PATH}`
+## WebSocket ({SOCKET_PATH})
 
 `ws://HOST:PORT{SOCKET_PATH}` (`wss://` behind TLS), on the same server as the API. No
 authentication header: the task token is the capability.

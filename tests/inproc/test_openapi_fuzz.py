@@ -1,0 +1,211 @@
+"""The OpenAPI document fuzzed against the app: schemathesis reads /openapi.json and sends
+every operation a bounded number of generated requests (valid and invalid bodies, in each
+documented content type), each signed with a fresh nonce, and checks that the server never
+answers 5xx and that every answer has a documented status code, content type and schema.
+
+Schemathesis runs in process on the ASGI app (SQLite; the app is made when this module is
+imported, as schemathesis' pytest integration needs the schema at collection time).
+`TOONFORGE_FUZZ_EXAMPLES` raises the number of examples per operation for a longer run
+(default 12, about 30 s on 2 cores); runs are deterministic.
+
+Known server bugs, being fixed elsewhere, are kept out of the fuzzing by `known_bug` and
+each pinned by a strict xfail test below with its exact request: when a fix lands, the
+xfail test passes, fails as XPASS, and its mark and its clause in `known_bug` go.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, reject, settings
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import ignored_auth
+
+from conftest import InProcess
+from toonforge.api.app import create_app
+from toonforge.services import build_services
+from toonforge.testing import Keys, new_project, settings_for_test, signed_headers
+
+EXAMPLES = int(os.environ.get("TOONFORGE_FUZZ_EXAMPLES", "12"))
+
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {"mode": "all", "max-examples": EXAMPLES, "deterministic": True},
+        "phases": {
+            "examples": {"enabled": True},
+            "coverage": {"enabled": True},
+            "fuzzing": {"enabled": True},
+            "stateful": {"enabled": False},
+        },
+        # What the document promises. Not checked: negative_data_rejection (the Wiro API
+        # answers invalid content with HTTP 200 and `result` false, by design) and
+        # unsupported_method (an undeclared method is 404 "Error parsing url.", by design).
+        "checks": {
+            "enabled": False,
+            "not_a_server_error": {"enabled": True},
+            "status_code_conformance": {"enabled": True},
+            "content_type_conformance": {"enabled": True},
+            "response_schema_conformance": {"enabled": True},
+            "ignored_auth": {"enabled": True},
+        },
+    }
+)
+
+_DATA = Path(tempfile.mkdtemp(prefix="toonforge-fuzz-"))
+_SERVICES = build_services(settings_for_test(_DATA / "data"))
+APP = create_app(_SERVICES, dispatch_callbacks=False)
+KEYS = new_project(_SERVICES)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_app() -> Iterator[None]:
+    yield
+    _SERVICES.close()
+    shutil.rmtree(_DATA, ignore_errors=True)
+
+
+@schema.auth(refresh_interval=None)
+class Signed:
+    """Every generated request carries valid signature headers with a fresh nonce."""
+
+    def get(self, case: Any, context: Any) -> Keys:
+        return KEYS
+
+    def set(self, case: Any, data: Keys, context: Any) -> None:
+        case.headers = {**(case.headers or {}), **signed_headers(data)}
+
+
+# The smallest id column is PostgreSQL's `integer` (int4).
+MAX_DB_ID = 2**31 - 1
+UNREADABLE = "Request parameters are invalid."
+
+
+def _bad_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value > MAX_DB_ID
+    if isinstance(value, str):
+        text = value.strip()
+        return text.isdigit() and (not text.isascii() or int(text) > MAX_DB_ID)
+    return False
+
+
+def known_bug(body: Any) -> str | None:
+    """Why a generated body would only find a known server bug again, or None."""
+    if isinstance(body, dict) and any(
+        _bad_id(body.get(k)) for k in ("taskid", "id", "selectedModelPrivate")
+    ):
+        return "an id beyond the database's integers or non-ASCII digits: HTTP 500"
+    return None
+
+
+# Operations whose authentication ignored_auth has confirmed: as in schemathesis' own runs,
+# once per operation is enough (its probes cost four more requests per case).
+AUTH_CONFIRMED: set[str] = set()
+
+
+@schema.parametrize()
+@settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_the_app_keeps_the_documented_contract(case: Any) -> None:
+    if known_bug(case.body):
+        reject()
+    response = case.call()
+    excluded = []
+    if case.operation.label in AUTH_CONFIRMED:
+        excluded.append(ignored_auth)
+    # Known bug: the body is read before authentication, so an unreadable body answers 200
+    # "Request parameters are invalid." even without credentials (ignored_auth's probe).
+    try:
+        errors = response.json().get("errors") or [{}]
+        if errors[0].get("message") == UNREADABLE:
+            excluded.append(ignored_auth)
+    except (ValueError, AttributeError):
+        pass
+    case.validate_response(response, excluded_checks=excluded)
+    if ignored_auth not in excluded and 200 <= response.status_code < 300:
+        AUTH_CONFIRMED.add(case.operation.label)
+
+
+# --------------------------------------------------------------------------------------------
+# Known server bugs, each with its exact request. Remove a mark (and its clause in
+# `known_bug` / the ignored_auth exclusion above) once the fix is merged.
+
+ID_BUG = (
+    "known server bug (being fixed): a taskid that is no database integer (over 2**31-1 on "
+    "PostgreSQL, 2**63-1 on SQLite, or digits such as '²') answers HTTP 500"
+)
+TASK_PATHS = ("/v1/Task/Detail", "/v1/Task/Cancel", "/v1/Task/Kill", "/v1/Task/InputOutputDelete")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ID_BUG)
+def test_a_taskid_out_of_range_is_no_task(inproc: InProcess) -> None:
+    values: list[Any] = [2**70, "²", "9223372036854775808"]
+    if inproc.services.db.dialect.name == "postgresql":
+        values.append("2147483648")  # PostgreSQL's int4 id column
+    wrong = []
+    for path in TASK_PATHS:
+        for taskid in values:
+            r = inproc.client.post(path, {"taskid": taskid})
+            if r.status_code != 200 or r.json()["errors"][0]["code"] != 1:
+                wrong.append((path, taskid, r.status_code))
+    assert not wrong, wrong
+
+
+PRIVATE_ID_BUG = (
+    "server bug found by the fuzzing, same cause as the taskid one: a private model id that "
+    "is no database integer (PrivateModel/Delete `id`, `selectedModelPrivate`) answers 500"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PRIVATE_ID_BUG)
+def test_a_private_model_id_out_of_range_is_not_found(inproc: InProcess) -> None:
+    wrong = []
+    for value in ("9223372036854775808", "²"):
+        r = inproc.client.post("/v1/PrivateModel/Delete", {"id": value})
+        if r.status_code != 200:
+            wrong.append(("/v1/PrivateModel/Delete", value, r.status_code))
+        run = {"selectedModelPrivate": value, "frameNumber": 1}
+        r = inproc.client.post("/v1/Run/wiro/animate-diff", run)
+        if r.status_code != 200:
+            wrong.append(("/v1/Run/wiro/animate-diff", value, r.status_code))
+    assert not wrong, wrong
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known server bug (being fixed): the body is read before authentication, so an "
+    "unsigned request with an unreadable body answers 200 'Request parameters are invalid.'",
+)
+def test_an_unsigned_request_is_401_whatever_its_body(inproc: InProcess) -> None:
+    r = inproc.http.post(
+        "/v1/Task/Detail", content=b"[1]", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 401, r.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known server bug (being fixed): a body over the limit answers 200 with an error "
+    "instead of 413",
+)
+def test_a_body_over_the_limit_is_413(inproc: InProcess) -> None:
+    big = b'{"taskid": "1", "pad": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    headers = {**signed_headers(inproc.keys), "Content-Type": "application/json"}
+    r = inproc.http.post("/v1/Task/Detail", content=big, headers=headers)
+    assert r.status_code == 413, r.text
+    assert r.json()["result"] is False
