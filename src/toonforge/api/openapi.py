@@ -21,6 +21,7 @@ the app agree whatever routes a build has. `install(app)` sets `app.openapi` and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class RunAnswer(Envelope):
 class OutputFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str | int = Field(description="The file's id.")
+    id: str = Field(description="The file's id.")
     name: str = Field(description="`0.png`, `1.png`, … or `0.mp4`.")
     contenttype: str
     parentid: str
@@ -638,7 +639,7 @@ def input_schema(spec: InputSpec) -> dict[str, Any]:
         if spec.multiple_of:
             notes.append(f"A multiple of {spec.multiple_of}.")
     elif spec.type == "select" and spec.options:
-        labels = ", ".join(f"`{o.value}` ({o.label})" for o in spec.options)
+        labels = ", ".join(f"`{json.dumps(o.value)}` ({o.label})" for o in spec.options)
         notes.append(f"Options: {labels}; empty takes the default.")
     if spec.max_length is not None:
         notes.append(f"At most {spec.max_length} characters.")
