@@ -15,10 +15,10 @@ xfail test passes, fails as XPASS, and its mark and its clause in `known_bug` go
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,8 @@ KEYS = new_project(_SERVICES)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _close_app() -> Iterator[None]:
-    yield
+@atexit.register
+def _close_app() -> None:  # at exit, so a run that deselects these tests cleans up too
     _SERVICES.close()
     shutil.rmtree(_DATA, ignore_errors=True)
 
