@@ -596,12 +596,12 @@ def _seed_schema() -> dict[str, Any]:
 
 def _select_schema(spec: InputSpec) -> dict[str, Any]:
     values = [o.value for o in spec.options or []]
-    if spec.name == "selectedModelPrivate":
+    if not values:  # options that depend on the caller (animate-diff's selectedModelPrivate)
         return {
             "type": "string",
-            "description": "Options are per project: the `id` (or name) of one of the calling "
-            "project's private models (PrivateModel/List); empty for none. Another project's "
-            "model is refused as not found.",
+            "description": "Options are per project: for `selectedModelPrivate`, the `id` (or "
+            "name) of one of the calling project's private models (PrivateModel/List); empty "
+            "for none. Another project's model is refused as not found.",
         }
     # An empty value takes the default (the page's own snippets send ""), and the page's
     # default is accepted even where it is not among the options (animate-diff's "60").
