@@ -140,3 +140,20 @@ def test_unparseable_and_nested_bodies(inproc: InProcess) -> None:
         r = inproc.http.post("/v1/Task/Detail", content=body, headers=headers)
         assert r.status_code == 200
         assert r.json()["result"] is False
+
+
+def test_infinite_and_huge_numbers_are_validation_errors(inproc: InProcess) -> None:
+    headers = {**signed_headers(inproc.keys), "Content-Type": "application/json"}
+    for body in (
+        b'{"prompt": "a", "seed": 1e400}',
+        b'{"prompt": "a", "steps": 1e400}',
+        b'{"prompt": "a", "steps": ' + b"9" * 500 + b"}",
+        b'{"prompt": "a", "seed": "' + b"9" * 5000 + b'"}',
+    ):
+        r = inproc.http.post(CARTOON, content=body, headers=headers)
+        assert r.status_code == 200, body[:60]
+        assert r.json()["result"] is False
+        assert r.json()["errors"][0]["message"].startswith("Request parameter [")
+    # A schedule step of 1e400 is past every step: the prompt is valid.
+    r = inproc.client.post(CARTOON, {**SMALL, "prompt": "[a:b:1e400]"})
+    assert r.json()["result"] is True, r.text

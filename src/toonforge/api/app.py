@@ -27,6 +27,7 @@ from toonforge.api import (
 from toonforge.api.auth import ReplayGuard
 from toonforge.api.envelope import GENERAL, ApiError, error_body, error_response
 from toonforge.api.hub import EventHub
+from toonforge.api.openapi import install as install_openapi
 from toonforge.callbacks.dispatcher import CallbackDispatcher
 from toonforge.services import Services
 from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
@@ -63,7 +64,8 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         title="toonforge",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc are served by toonforge.api.openapi from local assets.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.services = services
@@ -78,6 +80,9 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, object]:
         return {"result": True, "offlinemode": settings.tiny, "version": __version__}
+
+    # The OpenAPI document (the contract) and its offline /docs and /redoc.
+    install_openapi(app, lambda: services.catalog)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -39,12 +39,10 @@ def _number(spec: InputSpec, raw: Any) -> tuple[float | int | None, str | None]:
     name = spec.name
     if isinstance(raw, bool):
         return None, f"Request parameter [{name}] must be integer or float"
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
+    if isinstance(raw, int | float | str):
         try:
-            value = float(raw.strip())
-        except ValueError:
+            value = float(raw.strip() if isinstance(raw, str) else raw)
+        except (ValueError, OverflowError):  # OverflowError: an integer of 400 digits
             return None, f"Request parameter [{name}] must be integer or float"
     else:
         return None, f"Request parameter [{name}] must be integer or float"
@@ -70,7 +68,7 @@ def _seed(spec: InputSpec, raw: Any) -> tuple[int | None, str | None]:
         return secrets.randbelow(2**32), None
     try:
         value = int(text) if not isinstance(raw, float) else int(raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", or a JSON number such as 1e400 (infinite)
         return None, f"Request parameter [{spec.name}] must be an integer (or empty for random)"
     if isinstance(raw, float) and not raw.is_integer():
         return None, f"Request parameter [{spec.name}] must be an integer (or empty for random)"

@@ -30,6 +30,7 @@ single bracket group with more than 200 brackets and colons is refused with a Pr
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -71,6 +72,8 @@ def _when(number: str, steps: int) -> int:
     value = float(number)
     if "." in number:
         value = value * steps
+    if not math.isfinite(value):  # "1e400": past every step
+        return steps
     return min(steps, int(value))
 
 
