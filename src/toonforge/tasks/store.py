@@ -289,7 +289,8 @@ def fail_task(session: Session, task: Task, error: str) -> None:
 def elapsed_seconds(task: Task) -> float:
     if task.starttime is None:
         return 0.0
-    end = task.endtime or now()
+    # A killed task has no endtime: it ended when it was cancelled.
+    end = task.endtime or task.canceltime or task.postprocessendtime or now()
     return max(0.0, end - task.starttime)
 
 
