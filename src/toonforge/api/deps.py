@@ -3,15 +3,19 @@
 Order matters and is built in, not left to parameter order: `BodyDep` depends on
 `ProjectDep`, so a signed route authenticates from the headers before it reads a byte of
 the body. Public routes (the catalog) use `PublicBodyDep`.
+
+There is deliberately no session dependency: a route opens its session in a `with` block
+(`services.read_sessions()` to read, `services.sessions()` to write), so its pooled
+connection is back in the pool before the route's thread is left. A yield-dependency keeps
+the connection until its teardown gets a thread of its own; under load, requests holding
+connections then wait for threads that wait for connections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from toonforge.api.auth import ReplayGuard, api_key_of, check_headers
@@ -22,18 +26,6 @@ from toonforge.tasks.projects import ProjectCache, ProjectInfo
 
 def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
-
-
-def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
-    """A session that may write (on SQLite its transactions take the write lock)."""
-    with services.sessions() as session:
-        yield session
-
-
-def get_read_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
-    """A session for reading only: it never takes or waits for a write lock."""
-    with services.read_sessions() as session:
-        yield session
 
 
 async def get_project(request: Request) -> ProjectInfo:
@@ -62,8 +54,6 @@ def get_replay_guard(request: Request) -> ReplayGuard:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-SessionDep = Annotated[Session, Depends(get_session)]
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 ProjectDep = Annotated[ProjectInfo, Depends(get_project)]
 BodyDep = Annotated[dict[str, Any], Depends(get_body)]
 PublicBodyDep = Annotated[dict[str, Any], Depends(get_public_body)]

@@ -39,8 +39,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import WebSocketRoute
 
 from toonforge import __version__
+from toonforge.api import body as request_body
+from toonforge.api import routes_task_list, routes_tool
 from toonforge.api.envelope import ApiError
 from toonforge.catalog import Catalog, InputSpec, Manifest
+from toonforge.catalog.manifest import InputType
+from toonforge.catalog.schema import GROUP_TITLE
+from toonforge.catalog.search import SORTS as TOOL_SORTS
+from toonforge.catalog.search import default_order
 from toonforge.catalog.validation import SEED_MAX
 from toonforge.tasks import lifecycle as lc
 
@@ -137,6 +143,7 @@ class TaskRecord(BaseModel):
 
     id: str
     uuid: str
+    name: str = Field(description='Always "".')
     socketaccesstoken: str
     parameters: dict[str, Any] = Field(description="The inputs as run (defaults filled in).")
     debugoutput: str
@@ -156,65 +163,162 @@ class TaskRecord(BaseModel):
     postprocessendtime: str
     cps: str = Field(description="Cost per second of run time.")
     totalcost: str = Field(description="cps × elapsedseconds for a success, otherwise 0.")
+    guestid: None = Field(description="Always null (no guests on this server).")
     projectid: str
     modelid: str
     modelslugowner: str
     modelslugproject: str
     modeldescription: str
+    description: str = Field(description='Always "".')
+    basemodelid: str = Field(description='Always "0".')
+    runtype: str = Field(description='Always "model".')
     callbackurl: str
     categories: str = Field(description="The tool's categories, as a JSON text.")
     outputs: list[OutputFile]
     size: str = Field(description="Total bytes of the outputs.")
     callbacks: list[CallbackDeliveryRecord] = Field(
-        default_factory=list, description="Callback deliveries (when Run had a callbackUrl)."
+        default_factory=list,
+        description="Task/Detail, Cancel, Kill and InputOutputDelete only: the callback "
+        "deliveries (when Run had a callbackUrl).",
     )
 
 
 class TaskAnswer(Envelope):
-    total: str = Field("", description="Number of tasks in `tasklist` (Task/Detail).")
+    total: str = Field(
+        "",
+        description='Task/Detail: "1". Task/List: the number of the project\'s tasks that '
+        "match (all pages), as a string. Absent from Cancel, Kill and InputOutputDelete.",
+    )
     tasklist: list[TaskRecord] = Field(default_factory=list)
 
 
+class ParameterOption(BaseModel):
+    """One option of a `select` input (`value`, `label`, and where the page has them
+    `description`, `triggerwords`, `generatesettings`, …)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: str = Field(description="The value to send to Run.")
+    label: str
+    description: str = Field("", description="Absent when the page has none.")
+    triggerwords: list[str] = Field(default_factory=list, description="Absent when none.")
+
+
+class ParameterItem(BaseModel):
+    """One input of the tool, as the tool page lists it plus the bounds Run enforces. A bound
+    the input does not have is absent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="The input's name: the key to send to Run.")
+    label: str = Field(description="The page's text key of the input's label.")
+    help: str = Field(description="The page's text key of the input's help.")
+    type: InputType = Field(
+        description="As on the page; `fileinput` (or `file`) takes an upload's id or URL, or "
+        "an http(s) URL (see File/Upload and Run)."
+    )
+    default: Any = Field(None, description="The page's default value (any JSON type).")
+    options: list[ParameterOption] = Field(
+        default_factory=list, description="`select` inputs only."
+    )
+    min: float = Field(0, description="Smallest value (numbers).")
+    max: float = Field(0, description="Largest value (numbers).")
+    multiple_of: int = Field(0, description="The value must be a multiple of it.")
+    integer: bool = Field(description="The number must be whole.")
+    max_length: int = Field(0, description="At most this many characters (text).")
+    seed: bool = Field(description="A seed: an integer, or empty for a random one.")
+    required: bool
+    note: str = Field(
+        "",
+        description="The bounds in words (`Integer between 64 and 1024. A multiple of 8.`); "
+        "absent when the input has none.",
+    )
+    step: int = Field(
+        1, description="1 for whole numbers, the `multiple_of` where there is one; absent else."
+    )
+
+
+class ParameterGroup(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    title: str = Field(description=f"`{GROUP_TITLE}`.")
+    items: list[ParameterItem] = Field(description="Every input, in page order.")
+
+
 class ToolRecord(BaseModel):
-    """A catalog tool. `parameters` (its inputs) and `inspire` (example inputs) are left
-    out by Tool/List's `summary`."""
+    """A catalog tool. `parameters`, `inspire`, `readme` and `samples` are left out by the
+    `summary` flag of Tool/List and Tool/Detail, and by Tool/Explore."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str
     title: str
-    slugowner: str
-    slugproject: str
+    slugowner: str = Field(description="As on the tool's page.")
+    slugproject: str = Field(description="As on the tool's page (`CartoonMix v1.0`).")
     cleanslugowner: str
-    cleanslugproject: str
+    cleanslugproject: str = Field(description="Lower case, `-` separated (`cartoonmix-v1-0`).")
     description: str
+    seodescription: str = Field(description="The page's description (the same text).")
     cover: str
+    image: str = Field(description="The page's cover (the same URL).")
     categories: list[str]
     tags: list[str]
-    cps: str
-    price: str
-    pricetype: str
-    engineready: bool
-    enginenote: str
-    offlinemode: bool
-    offlinenote: str = ""
+    cps: str = Field(description="Price per second of run time, a decimal string.")
+    price: str = Field(description="The same as `cps`.")
+    pricetype: str = Field(description="`per-second`.")
+    dynamicprice: str = Field(description='`""`: the price does not depend on the inputs.')
+    approximatelycost: str = Field(
+        description="`cps` × the tool's typical run time on this server (the median of its "
+        'last successful runs); `""` until it has run successfully once.'
+    )
+    computingtime: str = Field(
+        description='That typical run time in words (`"20 seconds"`), or `""`.'
+    )
+    addedtime: str = Field(description="When the tool became runnable here, unix seconds.")
+    averagepoint: str = Field(description='`"0.00"`: no ratings on this server.')
+    commentcount: str = Field(description='`"0"`: no comments on this server.')
+    ratedusercount: str = Field(description='`"0"`: no ratings on this server.')
+    engineready: bool = Field(description="false for a tool that cannot run here.")
+    enginenote: str = Field(description="Why not, when `engineready` is false.")
+    offlinemode: bool = Field(description="The server runs tiny stand-in weights.")
+    offlinenote: str = Field("", description="Present in offline mode only.")
     triggerwords: list[str]
-    parameters: list[InputSpec] = Field(default_factory=list)
-    inspire: list[dict[str, Any]] = Field(default_factory=list)
+    parameters: list[ParameterGroup] = Field(
+        default_factory=list,
+        description=f'The inputs, grouped: `[{{"title": "{GROUP_TITLE}", "items": [...]}}]`, '
+        "one group with every input in page order. Not in summaries.",
+    )
+    inspire: list[dict[str, Any]] = Field(
+        default_factory=list, description="The page's example inputs. Not in summaries."
+    )
+    readme: str = Field(
+        "", description="A short HTML text from the description. Not in summaries."
+    )
+    samples: list[dict[str, Any]] = Field(
+        default_factory=list, description="`[]`: no sample outputs recorded. Not in summaries."
+    )
 
 
-class ToolAnswer(Envelope):
-    total: str = Field("", description="Number of matching tools (Tool/List).")
+class ToolListAnswer(Envelope):
+    total: int = Field(0, ge=0, description="Number of matching tools (all pages): a number.")
     tool: list[ToolRecord] = Field(default_factory=list)
 
 
+class ToolDetailAnswer(Envelope):
+    tool: list[ToolRecord] = Field(default_factory=list, description="The one tool.")
+
+
 class ExploreGroup(BaseModel):
+    """One kind of task the tools do (an `x-to-y` category, or `other`)."""
+
     model_config = ConfigDict(extra="allow")
 
-    id: str
-    title: str
-    total: str
-    tools: list[ToolRecord]
+    id: str = Field(description="The category (`text-to-image`), or `other`.")
+    title: str = Field(description="`Text to Image`.")
+    total: int = Field(ge=0, description="How many tools the group has: a number.")
+    tools: list[ToolRecord] = Field(
+        description="Summary records in `id` order, at most 20 (`total` counts them all)."
+    )
 
 
 class ExploreAnswer(Envelope):
@@ -241,11 +345,15 @@ class PrivateModelAnswer(Envelope):
 class UploadedFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str
-    name: str
-    contenttype: str
-    size: str
-    url: str
+    id: str = Field(description="The upload's id: a value for a file input of Run.")
+    name: str = Field(description="The file's name; characters other than letters, digits, "
+                      "`.`, `-` and `_` become `_`.")
+    contenttype: str = Field(description="The part's declared type, or one guessed from the name.")
+    size: str = Field(description="Bytes, as a string.")
+    url: str = Field(description="Where it is served (`/v1/File/{accesskey}/{name}`, no "
+                     "authentication): also a value for a file input of Run.")
+    addedtime: str = Field(description="Unix seconds.")
+    accesskey: str
 
 
 class UploadAnswer(Envelope):
@@ -263,7 +371,19 @@ class Health(BaseModel):
 # --------------------------------------------------------------------------------------------
 # Request bodies (the catalog's Run bodies are generated from the manifests further down)
 
-Count = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^([0-9]+)?$")]
+# A whole number within bounds, or the same written as a string (empty: the default).
+DigitsText = Annotated[str, Field(pattern=r"^([0-9]+)?$")]
+ToolCount = Annotated[int, Field(ge=0, le=routes_tool.MAX_LIMIT * 1000)] | DigitsText
+TaskStart = Annotated[int, Field(ge=0, le=10**9)] | DigitsText
+TaskLimit = Annotated[int, Field(ge=1, le=routes_task_list.MAX_LIMIT)] | DigitsText
+
+
+def _choice(values: Any, *, upper_too: bool = False) -> dict[str, Any]:
+    """The allowed values of a text field (and the empty text: the default)."""
+    allowed = [*values, *([v.lower() for v in values] if upper_too else []), ""]
+    return {"enum": list(dict.fromkeys(allowed))}
+
+
 TaskId = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=DIGITS)]
 
 _ONE_OF_TASK_REFS = {
@@ -289,20 +409,45 @@ class TaskRefBody(BaseModel):
 class ToolListBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    start: Count = Field(0, description="Offset of the first tool.")
-    limit: Count = Field(20, description="Page size (at most 1000 are returned).")
-    search: str = Field("", description="Text searched in title, description, tags, categories.")
-    sort: Literal["id", "title", "slugowner", "slugproject", ""] = "id"
-    order: Literal["ASC", "DESC", "asc", "desc", ""] = "ASC"
+    start: ToolCount = Field(0, description="Offset of the first tool.")
+    limit: ToolCount = Field(
+        20, description=f"Page size (at most {routes_tool.MAX_LIMIT} are returned)."
+    )
+    search: str = Field(
+        "",
+        description="Text searched in titles, slugs, tags, categories, trigger words and "
+        "descriptions: a tool matches when the whole text or one of its words (one-letter and "
+        "filler words dropped) appears.",
+    )
+    sort: str = Field(
+        "id",
+        json_schema_extra=_choice(TOOL_SORTS),
+        description="`id`, `title`, `slugowner`, `slugproject` (default order ASC); "
+        "`relevance` (how well the tool matches `search`), `time` (when the tool became "
+        "runnable here), `ratedusercount`, `commentcount`, `averagepoint` (no ratings here: "
+        "the `id` order) (default order DESC). Ties keep the `id` order.",
+    )
+    order: str = Field(
+        "",
+        json_schema_extra=_choice(("ASC", "DESC"), upper_too=True),
+        description="Default: the sort's own ("
+        + ", ".join(f"`{k}` {default_order(k)}" for k in TOOL_SORTS)
+        + ").",
+    )
     categories: str | list[str] = Field(
         "", description="Categories the tool must all have: a list or a comma-separated text."
     )
     tags: str | list[str] = Field(
         "", description="Tags the tool must all have: a list or a comma-separated text."
     )
-    slugowner: str = Field("", description="Only this owner's tools.")
+    slugowner: str = Field("", description="Only this owner's tools (page or clean form).")
     summary: bool | str = Field(
-        False, description='true (or "1", "true", "yes"): leave out parameters and inspire.'
+        False,
+        description='true (or "1", "true", "yes"): leave out parameters, inspire, readme and '
+        "samples.",
+    )
+    hideworkflows: Any = Field(
+        None, description="Accepted, no effect: there are no workflows on this server."
     )
 
 
@@ -313,21 +458,52 @@ class ToolDetailBody(BaseModel):
     slugproject: str = Field(
         min_length=1, description="As on the page (`CartoonMix v1.0`) or clean (`cartoonmix-v1-0`)."
     )
+    summary: bool | str = Field(
+        False,
+        description='true (or "1", "true", "yes"): leave out parameters, inspire, readme and '
+        "samples.",
+    )
 
 
 class ToolExploreBody(BaseModel):
+    """No field: the body is not read (send none, or `{}`)."""
+
     model_config = ConfigDict(extra="allow")
 
 
 class TaskListBody(BaseModel):
+    """All optional; numbers may be strings. Another project's tasks are never counted or
+    shown."""
+
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field("", description="Which tasks (for example by status).")
-    sort: str = Field("", description="Field to sort by.")
-    order: Literal["ASC", "DESC", "asc", "desc", ""] = "DESC"
-    start: Count = Field(0, description="Offset of the first task.")
-    limit: Count = Field(20, description="Page size.")
-    modelName: str = Field("", description="Only tasks of this tool (owner/slug).")
+    type: str = Field(
+        "model",
+        json_schema_extra=_choice(routes_task_list.TYPES),
+        description="The kind of task: `model` (the only kind here).",
+    )
+    sort: str = Field(
+        "id",
+        json_schema_extra=_choice(tuple(routes_task_list.SORTS)),
+        description="Tasks that have not started or ended yet come last when sorting by "
+        "`starttime` or `endtime`; ties in id order.",
+    )
+    order: str = Field("DESC", json_schema_extra=_choice(("ASC", "DESC"), upper_too=True))
+    start: TaskStart = Field(0, description="Offset of the first task.")
+    limit: TaskLimit = Field(
+        20, description=f"Page size, 1 to {routes_task_list.MAX_LIMIT}."
+    )
+    modelName: str = Field(
+        "",
+        description="Only the tasks of the tools whose `owner/slug` (page or clean form) or "
+        "title contains this text, case-insensitive.",
+    )
+    model: str = Field("", description="The same as `modelName` (used when it is absent).")
+    status: str = Field(
+        "",
+        json_schema_extra=_choice(routes_task_list.STATUSES),
+        description="Only the tasks whose last status is this one.",
+    )
 
 
 class EmptyBody(BaseModel):
@@ -354,7 +530,13 @@ class PrivateModelAddForm(BaseModel):
 
 
 class FileUploadForm(BaseModel):
-    file: bytes = Field(json_schema_extra={"format": "binary"}, description="The file.")
+    file: bytes = Field(
+        json_schema_extra={"format": "binary"},
+        description="The file, at most `TOONFORGE_UPLOAD_MAX_MB` (default 100).",
+    )
+    folderid: str = Field(
+        "", max_length=0, description="Not supported (there are no folders): absent or empty."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,6 +593,13 @@ class SocketError(BaseModel):
 # Operations
 
 
+BODY_LIMIT_MIB = request_body.MAX_BODY_BYTES // (1024 * 1024)
+TOO_LARGE_BODY = (
+    f"The request body is larger than {BODY_LIMIT_MIB} MiB: refused from its Content-Length "
+    "before it is read, or as soon as a body without one passes the limit while it streams in."
+)
+
+
 @dataclass(frozen=True)
 class Operation:
     path: str
@@ -422,7 +611,13 @@ class Operation:
     body: type[BaseModel] | None = None
     media: tuple[str, ...] = (JSON, FORM, MULTIPART)
     signed: bool = True
-    extra_responses: dict[str, Any] = field(default_factory=dict)
+    # What the 413 answer means here, and its message.
+    too_large: tuple[str, str] = (
+        TOO_LARGE_BODY,
+        f"Request body is larger than {request_body.MAX_BODY_BYTES} bytes.",
+    )
+    # The body is read through body.read_body (a Content-Length that is not a number: 400).
+    reads_body: bool = True
 
 
 def _fmt(x: float) -> str:
@@ -440,7 +635,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Task",
         "A task's record",
-        "The task with its status, parameters, times, cost and outputs." + TASK_REF_NOTE,
+        "The task with its status, parameters, times, cost, outputs and callback deliveries. "
+        "A read: it stores nothing (not even its nonce)." + TASK_REF_NOTE,
         TaskAnswer,
         TaskRefBody,
     ),
@@ -449,8 +645,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Task",
         "Cancel a queued task",
-        "Removes a task no worker has taken yet; it ends in `task_cancel`. Otherwise code 1 "
-        "`Task is not in a cancellable state.`." + TASK_REF_NOTE,
+        "Removes a task no worker has taken yet; it ends in `task_cancel`. A task that has "
+        "ended: code 1 `Task is not in a cancellable state.`. A task a worker has taken (it "
+        "is running): two errors, code 1 `Task is not in a cancellable state.` and code 0 "
+        "`Task/Cancel removes a task that is still queued; use Task/Kill to stop a task a "
+        "worker has taken.`." + TASK_REF_NOTE,
         TaskAnswer,
         TaskRefBody,
     ),
@@ -470,9 +669,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Task",
         "Delete a finished task's files",
-        "Deletes the output (and input) files of a terminal task and keeps its record "
-        "(`outputs` becomes empty); idempotent. A running task: code 0 `Task must be "
-        "completed or cancelled before deleting files`." + TASK_REF_NOTE,
+        "Deletes the output files of a terminal task, and the uploads it used as inputs, and "
+        "keeps its record (`outputs` becomes empty); idempotent. A task that has not ended: "
+        "code 0 `Task must be completed or cancelled before deleting files`. Errors (HTTP "
+        "200, `result` false): code 0 `tasktoken is required`; code 1 `There is no task "
+        "yet.` (unknown, or another project's task).",
         TaskAnswer,
         TaskRefBody,
     ),
@@ -481,7 +682,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Task",
         "The project's tasks",
-        "A page of the calling project's tasks.",
+        "A page of the calling project's tasks, newest first by default, with `total` the "
+        "number that match (a string). A read: it stores nothing. Errors name the field: "
+        "`Request parameter [sort] must be one of: id, createtime, starttime, endtime`, "
+        "`Request parameter [limit] must be between 1 and 100`, `… [status] …`.",
         TaskAnswer,
         TaskListBody,
     ),
@@ -490,10 +694,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Tool",
         "The catalog",
-        "Tools matching the filters; no authentication (the catalog is public). Errors: "
-        "`Request parameter [sort] must be one of: …`, `… [order] …`, `… [start] must be "
-        "integer or float`.",
-        ToolAnswer,
+        "Tools matching the filters, sorted, one page; `total` (a number) counts every match. "
+        "No authentication (the catalog is public). Errors: `Request parameter [sort] must "
+        "be one of: …`, `… [order] must be one of: ASC, DESC`, `… [start] must be integer "
+        "or float`, `… [limit] must be between 0 and 1000000`.",
+        ToolListAnswer,
         ToolListBody,
         signed=False,
     ),
@@ -502,10 +707,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Tool",
         "One tool with its inputs",
-        "The tool with `parameters` (its inputs, as the Run body below describes them) and "
-        "`inspire` (example inputs); no authentication. Unknown tool: code 1 "
-        "`slug-owner-project-not-exist`.",
-        ToolAnswer,
+        "The tool with `parameters` (its inputs grouped: `[{\"title\": \"Input\", "
+        "\"items\": [{\"id\", \"type\", \"label\", \"required\", \"note\", …}]}]`, "
+        "the same inputs as the Run body below), `inspire` (example inputs), `readme` and "
+        "`samples`; no authentication. Unknown tool: code 1 `slug-owner-project-not-exist`.",
+        ToolDetailAnswer,
         ToolDetailBody,
         signed=False,
     ),
@@ -514,10 +720,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Tool",
         "The catalog in groups",
-        "Tools grouped (for example by category); no authentication.",
+        "The catalog grouped for browsing: one group per kind of task the tools do (their "
+        "`x-to-y` categories, in catalog order; tools without one go to `other`), with "
+        "summary records in `id` order, at most 20 per group (`total`, a number, counts them "
+        "all). No authentication; the body is not read.",
         ExploreAnswer,
         ToolExploreBody,
         signed=False,
+        reads_body=False,
     ),
     Operation(
         "/v1/PrivateModel/Add",
@@ -530,13 +740,19 @@ OPERATIONS: tuple[Operation, ...] = (
         PrivateModelAnswer,
         PrivateModelAddForm,
         media=(MULTIPART,),
+        too_large=(
+            "The file is larger than `TOONFORGE_PRIVATE_MODEL_MAX_GB` (default 8): refused "
+            "from the Content-Length before the body is read, or while it streams in.",
+            "Request parameter [file] is larger than 8 GB, the limit for private models "
+            "(TOONFORGE_PRIVATE_MODEL_MAX_GB)",
+        ),
     ),
     Operation(
         "/v1/PrivateModel/List",
         "post",
         "PrivateModel",
         "The project's private models",
-        "Only the calling project's models.",
+        "Only the calling project's models. A read: it stores nothing.",
         PrivateModelAnswer,
         EmptyBody,
     ),
@@ -554,10 +770,23 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "File",
         "Upload a file",
-        "Stores a file (multipart `file`) and answers its URL, for inputs that take a file.",
+        "Stores a file (the multipart part `file`) for the calling project and answers it in "
+        "`list`: its `id` and `url` are values for a file input of Run (`{id}` or `{id}Url`). "
+        "The file is served at its `url` with no authentication (the access key is the "
+        "capability). Errors (HTTP 200): `Request parameter [file] required (send "
+        "multipart/form-data)`, `… [file] is empty`, `… [folderid] is not supported: this "
+        "server has no folders`. Multipart only.",
         UploadAnswer,
         FileUploadForm,
         media=(MULTIPART,),
+        too_large=(
+            "The file is larger than `TOONFORGE_UPLOAD_MAX_MB` (default 100): refused from "
+            "the Content-Length before the body is read, or as soon as a body without one "
+            "passes the limit while it streams in.",
+            "Request parameter [file] is larger than 100 MB, the limit for uploads "
+            "(TOONFORGE_UPLOAD_MAX_MB)",
+        ),
+        reads_body=False,
     ),
 )
 

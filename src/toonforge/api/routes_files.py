@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from toonforge.api.deps import ReadSessionDep, ServicesDep
+from toonforge.api.deps import ServicesDep
 from toonforge.api.envelope import NOT_FOUND, ApiError
 from toonforge.tasks.models import TaskOutput
 from toonforge.tasks.uploads import find_by_accesskey
@@ -25,21 +25,20 @@ def _not_found() -> ApiError:
 
 
 @router.api_route("/v1/File/{accesskey}/{name}", methods=["GET", "HEAD"])
-def get_file(
-    accesskey: str, name: str, services: ServicesDep, session: ReadSessionDep
-) -> FileResponse:
-    out = session.scalar(select(TaskOutput).where(TaskOutput.accesskey == accesskey))
-    if out is not None:
-        if out.name != name or out.task.files_deleted:
+def get_file(accesskey: str, name: str, services: ServicesDep) -> FileResponse:
+    with services.read_sessions() as session:
+        out = session.scalar(select(TaskOutput).where(TaskOutput.accesskey == accesskey))
+        if out is not None:
+            if out.name != name or out.task.files_deleted:
+                raise _not_found()
+            path = services.storage.path(out.storage_key)
+            if path is None:
+                raise _not_found()
+            return FileResponse(path, media_type=out.content_type, filename=None)
+        upload = find_by_accesskey(session, accesskey)
+        if upload is None or upload.name != name:
             raise _not_found()
-        path = services.storage.path(out.storage_key)
+        path = services.storage.path(upload.storage_key)
         if path is None:
             raise _not_found()
-        return FileResponse(path, media_type=out.content_type, filename=None)
-    upload = find_by_accesskey(session, accesskey)
-    if upload is None or upload.name != name:
-        raise _not_found()
-    path = services.storage.path(upload.storage_key)
-    if path is None:
-        raise _not_found()
-    return FileResponse(path, media_type=upload.content_type, headers=UPLOAD_HEADERS)
+        return FileResponse(path, media_type=upload.content_type, headers=UPLOAD_HEADERS)

@@ -23,10 +23,8 @@ from toonforge.api.body import INVALID, limited, str_field
 from toonforge.api.deps import (
     BodyDep,
     ProjectDep,
-    ReadSessionDep,
     ReplayGuardDep,
     ServicesDep,
-    SessionDep,
 )
 from toonforge.api.envelope import NOT_FOUND, ApiError, ok
 from toonforge.services import Services
@@ -134,9 +132,10 @@ def _store_private_model(
 
 
 @router.post("/v1/PrivateModel/List")
-def list_models(project: ProjectDep, session: ReadSessionDep) -> dict[str, Any]:
-    models = [record(m) for m in list_private_models(session, project.id)]
-    return ok(total=str(len(models)), models=models)
+def list_models(services: ServicesDep, project: ProjectDep) -> dict[str, Any]:
+    with services.read_sessions() as session:
+        models = [record(m) for m in list_private_models(session, project.id)]
+        return ok(total=str(len(models)), models=models)
 
 
 @router.post("/v1/PrivateModel/Delete")
@@ -145,17 +144,17 @@ def delete(
     body: BodyDep,
     project: ProjectDep,
     services: ServicesDep,
-    session: SessionDep,
     replay: ReplayGuardDep,
 ) -> dict[str, Any]:
-    value = str_field(body, "id", "name")
-    if not value:
-        raise ApiError("Request parameter [id] required")
-    replay.check(session, request, project, request.state.body_digest)
-    model = remove_private_model(session, project.id, value)
-    if model is None:
-        raise ApiError(NOT_FOUND_MESSAGE, code=NOT_FOUND)
-    removed = record(model)
-    session.commit()
-    discard_file(services.settings, int(removed["id"]))
-    return ok(models=[removed])
+    with services.sessions() as session:
+        value = str_field(body, "id", "name")
+        if not value:
+            raise ApiError("Request parameter [id] required")
+        replay.check(session, request, project, request.state.body_digest)
+        model = remove_private_model(session, project.id, value)
+        if model is None:
+            raise ApiError(NOT_FOUND_MESSAGE, code=NOT_FOUND)
+        removed = record(model)
+        session.commit()
+        discard_file(services.settings, int(removed["id"]))
+        return ok(models=[removed])

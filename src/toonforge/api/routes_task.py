@@ -16,10 +16,8 @@ from toonforge.api.body import str_field
 from toonforge.api.deps import (
     BodyDep,
     ProjectDep,
-    ReadSessionDep,
     ReplayGuardDep,
     ServicesDep,
-    SessionDep,
 )
 from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.hub import EventHub
@@ -65,11 +63,10 @@ def _record(services: Services, session: Session, task: Task) -> dict[str, Any]:
 
 
 @router.post("/v1/Task/Detail")
-def detail(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: ReadSessionDep
-) -> dict[str, Any]:
-    task = _lookup(session, project, body)
-    return ok(total="1", tasklist=[_record(services, session, task)])
+def detail(body: BodyDep, project: ProjectDep, services: ServicesDep) -> dict[str, Any]:
+    with services.read_sessions() as session:
+        task = _lookup(session, project, body)
+        return ok(total="1", tasklist=[_record(services, session, task)])
 
 
 NOT_CANCELLABLE = "Task is not in a cancellable state."
@@ -85,25 +82,25 @@ def cancel(
     body: BodyDep,
     project: ProjectDep,
     services: ServicesDep,
-    session: SessionDep,
     replay: ReplayGuardDep,
 ) -> dict[str, Any]:
-    task = _lookup(session, project, body)
-    replay.check(session, request, project, request.state.body_digest)
-    if not cancel_queued(session, task):
-        session.rollback()
-        if lc.is_terminal(task.status):
-            raise ApiError(NOT_CANCELLABLE, code=NOT_FOUND)
-        raise ApiError(
-            NOT_CANCELLABLE,
-            errors=[
-                {"code": NOT_FOUND, "message": NOT_CANCELLABLE},
-                {"code": GENERAL, "message": CANCEL_HINT},
-            ],
-        )
-    session.commit()
-    session.refresh(task)
-    return ok(tasklist=[_record(services, session, task)])
+    with services.sessions() as session:
+        task = _lookup(session, project, body)
+        replay.check(session, request, project, request.state.body_digest)
+        if not cancel_queued(session, task):
+            session.rollback()
+            if lc.is_terminal(task.status):
+                raise ApiError(NOT_CANCELLABLE, code=NOT_FOUND)
+            raise ApiError(
+                NOT_CANCELLABLE,
+                errors=[
+                    {"code": NOT_FOUND, "message": NOT_CANCELLABLE},
+                    {"code": GENERAL, "message": CANCEL_HINT},
+                ],
+            )
+        session.commit()
+        session.refresh(task)
+        return ok(tasklist=[_record(services, session, task)])
 
 
 def _request_kill(
@@ -154,24 +151,28 @@ def input_output_delete(
     body: BodyDep,
     project: ProjectDep,
     services: ServicesDep,
-    session: SessionDep,
     replay: ReplayGuardDep,
 ) -> dict[str, Any]:
-    token = str_field(body, "tasktoken", "socketaccesstoken")
-    taskid = str_field(body, "taskid")
-    if not token and not taskid:
-        raise ApiError("tasktoken is required", code=GENERAL)
-    task = find_task(session, project.id, taskid=taskid or None, token=None if taskid else token)
-    if task is None:
-        raise ApiError(NO_TASK, code=NOT_FOUND)
-    if not lc.is_terminal(task.status):
-        raise ApiError("Task must be completed or cancelled before deleting files", code=GENERAL)
-    replay.check(session, request, project, request.state.body_digest)
-    # Mark first, then delete: a crash in between leaves files nobody can reach, never a
-    # record that points at missing files.
-    session.execute(update(Task).where(Task.id == task.id).values(files_deleted=True))
-    session.commit()
-    services.storage.delete_prefix(task.uuid)
-    remove_task_uploads(session, services.storage, task.id)
-    session.refresh(task)
-    return ok(tasklist=[_record(services, session, task)])
+    with services.sessions() as session:
+        token = str_field(body, "tasktoken", "socketaccesstoken")
+        taskid = str_field(body, "taskid")
+        if not token and not taskid:
+            raise ApiError("tasktoken is required", code=GENERAL)
+        task = find_task(
+            session, project.id, taskid=taskid or None, token=None if taskid else token
+        )
+        if task is None:
+            raise ApiError(NO_TASK, code=NOT_FOUND)
+        if not lc.is_terminal(task.status):
+            raise ApiError(
+                "Task must be completed or cancelled before deleting files", code=GENERAL
+            )
+        replay.check(session, request, project, request.state.body_digest)
+        # Mark first, then delete: a crash in between leaves files nobody can reach, never a
+        # record that points at missing files.
+        session.execute(update(Task).where(Task.id == task.id).values(files_deleted=True))
+        session.commit()
+        services.storage.delete_prefix(task.uuid)
+        remove_task_uploads(session, services.storage, task.id)
+        session.refresh(task)
+        return ok(tasklist=[_record(services, session, task)])

@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from sqlalchemy import ColumnElement, func, or_, select
 
 from toonforge.api.body import str_field
-from toonforge.api.deps import BodyDep, ProjectDep, ReadSessionDep, ServicesDep
+from toonforge.api.deps import BodyDep, ProjectDep, ServicesDep
 from toonforge.api.envelope import ApiError, ok
 from toonforge.catalog import Catalog
 from toonforge.catalog.manifest import clean_slug
@@ -75,37 +75,36 @@ def model_filter(catalog: Catalog, name: str) -> ColumnElement[bool]:
 
 
 @router.post("/v1/Task/List")
-def task_list(
-    body: BodyDep, project: ProjectDep, services: ServicesDep, session: ReadSessionDep
-) -> dict[str, Any]:
-    _choice(body, "type", TYPES, "model")
-    sort = _choice(body, "sort", tuple(SORTS), "id")
-    order = _choice(body, "order", ("ASC", "DESC"), "DESC")
-    start = _int(body, "start", 0, 0, 10**9)
-    limit = _int(body, "limit", 20, 1, MAX_LIMIT)
-    status = str_field(body, "status")
-    if status and status not in STATUSES:
-        raise ApiError(f"Request parameter [status] must be one of: {', '.join(STATUSES)}")
+def task_list(body: BodyDep, project: ProjectDep, services: ServicesDep) -> dict[str, Any]:
+    with services.read_sessions() as session:
+        _choice(body, "type", TYPES, "model")
+        sort = _choice(body, "sort", tuple(SORTS), "id")
+        order = _choice(body, "order", ("ASC", "DESC"), "DESC")
+        start = _int(body, "start", 0, 0, 10**9)
+        limit = _int(body, "limit", 20, 1, MAX_LIMIT)
+        status = str_field(body, "status")
+        if status and status not in STATUSES:
+            raise ApiError(f"Request parameter [status] must be one of: {', '.join(STATUSES)}")
 
-    where: list[ColumnElement[bool]] = [Task.project_id == project.id]
-    model = str_field(body, "modelName", "model")
-    if model:
-        where.append(model_filter(services.catalog, model))
-    if status:
-        where.append(Task.status == status)
-    total = session.scalar(select(func.count(Task.id)).where(*where)) or 0
-    column = SORTS[sort]
-    # Tasks that have not started or ended yet come last, on SQLite and PostgreSQL alike.
-    ordering = (column.desc() if order == "DESC" else column.asc()).nulls_last()
-    tie = Task.id.desc() if order == "DESC" else Task.id.asc()
-    tasks = session.scalars(
-        select(Task).where(*where).order_by(ordering, tie).offset(start).limit(limit)
-    ).all()
-    public_url = services.settings.resolved_public_url
-    return ok(
-        total=str(total),
-        tasklist=[
-            task_record(t, public_url=public_url, manifest=services.catalog.by_key(t.tool_key))
-            for t in tasks
-        ],
-    )
+        where: list[ColumnElement[bool]] = [Task.project_id == project.id]
+        model = str_field(body, "modelName", "model")
+        if model:
+            where.append(model_filter(services.catalog, model))
+        if status:
+            where.append(Task.status == status)
+        total = session.scalar(select(func.count(Task.id)).where(*where)) or 0
+        column = SORTS[sort]
+        # Tasks that have not started or ended yet come last, on SQLite and PostgreSQL alike.
+        ordering = (column.desc() if order == "DESC" else column.asc()).nulls_last()
+        tie = Task.id.desc() if order == "DESC" else Task.id.asc()
+        tasks = session.scalars(
+            select(Task).where(*where).order_by(ordering, tie).offset(start).limit(limit)
+        ).all()
+        public_url = services.settings.resolved_public_url
+        return ok(
+            total=str(total),
+            tasklist=[
+                task_record(t, public_url=public_url, manifest=services.catalog.by_key(t.tool_key))
+                for t in tasks
+            ],
+        )

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from toonforge.api.body import str_field
-from toonforge.api.deps import PublicBodyDep, ReadSessionDep, ServicesDep
+from toonforge.api.deps import PublicBodyDep, ServicesDep
 from toonforge.api.envelope import NOT_FOUND, ApiError, ok
 from toonforge.catalog import Manifest
 from toonforge.catalog.record import tool_record
@@ -59,55 +59,53 @@ def _records(
 
 
 @router.post("/v1/Tool/List")
-def tool_list(
-    body: PublicBodyDep, services: ServicesDep, session: ReadSessionDep
-) -> dict[str, Any]:
-    start = _int(body, "start", 0)
-    limit = min(_int(body, "limit", 20), MAX_LIMIT)
-    search = str_field(body, "search")
-    categories = _as_list(body.get("categories"))
-    tags = [t.lower() for t in _as_list(body.get("tags"))]
-    owner = str_field(body, "slugowner").lower()
-    sort = str_field(body, "sort") or "id"
-    if sort not in SORTS:
-        raise ApiError(f"Request parameter [sort] must be one of: {', '.join(SORTS)}")
-    order = (str_field(body, "order") or default_order(sort)).upper()
-    if order not in ("ASC", "DESC"):
-        raise ApiError("Request parameter [order] must be one of: ASC, DESC")
-    searching = bool(search_words(search)) or bool(search.strip())
+def tool_list(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
+    with services.read_sessions() as session:
+        start = _int(body, "start", 0)
+        limit = min(_int(body, "limit", 20), MAX_LIMIT)
+        search = str_field(body, "search")
+        categories = _as_list(body.get("categories"))
+        tags = [t.lower() for t in _as_list(body.get("tags"))]
+        owner = str_field(body, "slugowner").lower()
+        sort = str_field(body, "sort") or "id"
+        if sort not in SORTS:
+            raise ApiError(f"Request parameter [sort] must be one of: {', '.join(SORTS)}")
+        order = (str_field(body, "order") or default_order(sort)).upper()
+        if order not in ("ASC", "DESC"):
+            raise ApiError("Request parameter [order] must be one of: ASC, DESC")
+        searching = bool(search_words(search)) or bool(search.strip())
 
-    def matches(m: Manifest) -> bool:
-        if owner and owner not in (m.owner.lower(), m.cleanslugowner):
-            return False
-        if categories and not all(c in m.categories for c in categories):
-            return False
-        if tags and not all(t in (x.lower() for x in m.tags) for t in tags):
-            return False
-        return not searching or relevance(m, search) > 0
+        def matches(m: Manifest) -> bool:
+            if owner and owner not in (m.owner.lower(), m.cleanslugowner):
+                return False
+            if categories and not all(c in m.categories for c in categories):
+                return False
+            if tags and not all(t in (x.lower() for x in m.tags) for t in tags):
+                return False
+            return not searching or relevance(m, search) > 0
 
-    found = sort_tools((m for m in services.catalog if matches(m)), sort, order, search)
-    page = found[start : start + limit]
-    return ok(
-        total=len(found),
-        tool=_records(services, session, page, summary=_flag(body, "summary")),
-    )
+        found = sort_tools((m for m in services.catalog if matches(m)), sort, order, search)
+        page = found[start : start + limit]
+        return ok(
+            total=len(found),
+            tool=_records(services, session, page, summary=_flag(body, "summary")),
+        )
 
 
 @router.post("/v1/Tool/Detail")
-def tool_detail(
-    body: PublicBodyDep, services: ServicesDep, session: ReadSessionDep
-) -> dict[str, Any]:
-    owner = str_field(body, "slugowner")
-    slug = str_field(body, "slugproject")
-    if not owner:
-        raise ApiError("Request parameter [slugowner] required")
-    if not slug:
-        raise ApiError("Request parameter [slugproject] required")
-    manifest = services.catalog.find(owner, slug)
-    if manifest is None:
-        raise ApiError("slug-owner-project-not-exist", code=NOT_FOUND)
-    summary = _flag(body, "summary")
-    return ok(tool=_records(services, session, [manifest], summary=summary))
+def tool_detail(body: PublicBodyDep, services: ServicesDep) -> dict[str, Any]:
+    with services.read_sessions() as session:
+        owner = str_field(body, "slugowner")
+        slug = str_field(body, "slugproject")
+        if not owner:
+            raise ApiError("Request parameter [slugowner] required")
+        if not slug:
+            raise ApiError("Request parameter [slugproject] required")
+        manifest = services.catalog.find(owner, slug)
+        if manifest is None:
+            raise ApiError("slug-owner-project-not-exist", code=NOT_FOUND)
+        summary = _flag(body, "summary")
+        return ok(tool=_records(services, session, [manifest], summary=summary))
 
 
 def _group_title(category: str) -> str:
@@ -116,24 +114,25 @@ def _group_title(category: str) -> str:
 
 
 @router.post("/v1/Tool/Explore")
-def tool_explore(services: ServicesDep, session: ReadSessionDep) -> dict[str, Any]:
+def tool_explore(services: ServicesDep) -> dict[str, Any]:
     """The catalog grouped for browsing: one group per kind of task the tools do (their
     `x-to-y` categories, in catalog order), tools in id order, at most 20 shown per group
     (`total` counts them all). A tool with no such category goes to "Other"."""
-    groups: dict[str, list[Manifest]] = {}
-    for m in sort_tools(services.catalog, "id", "ASC", ""):
-        kinds = [c for c in m.categories if "-to-" in c] or ["other"]
-        for kind in kinds:
-            groups.setdefault(kind, []).append(m)
-    explore = []
-    for kind, tools in groups.items():
-        shown = tools[:EXPLORE_GROUP_SIZE]
-        explore.append(
-            {
-                "id": kind,
-                "title": _group_title(kind),
-                "total": len(tools),
-                "tools": _records(services, session, shown, summary=True),
-            }
-        )
-    return ok(explore=explore)
+    with services.read_sessions() as session:
+        groups: dict[str, list[Manifest]] = {}
+        for m in sort_tools(services.catalog, "id", "ASC", ""):
+            kinds = [c for c in m.categories if "-to-" in c] or ["other"]
+            for kind in kinds:
+                groups.setdefault(kind, []).append(m)
+        explore = []
+        for kind, tools in groups.items():
+            shown = tools[:EXPLORE_GROUP_SIZE]
+            explore.append(
+                {
+                    "id": kind,
+                    "title": _group_title(kind),
+                    "total": len(tools),
+                    "tools": _records(services, session, shown, summary=True),
+                }
+            )
+        return ok(explore=explore)

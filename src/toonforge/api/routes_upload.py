@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from toonforge.api.body import INVALID
-from toonforge.api.deps import ProjectDep, ReplayGuardDep, ServicesDep, SessionDep
+from toonforge.api.deps import ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import ApiError, ok
 from toonforge.services import Services
 from toonforge.tasks.uploads import discard_upload, store_upload, upload_record
@@ -91,7 +92,6 @@ async def file_upload(
     request: Request,
     project: ProjectDep,
     services: ServicesDep,
-    session: SessionDep,
     replay: ReplayGuardDep,
 ) -> dict[str, Any]:
     check_length(request, services)
@@ -112,6 +112,10 @@ async def file_upload(
         public_url = services.settings.resolved_public_url
 
         def store() -> dict[str, Any]:
+            with services.sessions() as session:
+                return _store(session)
+
+        def _store(session: Session) -> dict[str, Any]:
             row = store_upload(
                 session,
                 services.storage,
