@@ -161,3 +161,13 @@ class UnexpectedErrors:
                     status_code=500,
                 )
             await response(scope, receive, send)
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one API process among several (`serve` with `TOONFORGE_API_PROCESSES` > 1
+    starts each with this factory): settings from the environment `serve` passed on; the
+    database was migrated by `serve` already."""
+    from toonforge.services import build_services
+    from toonforge.settings import load_settings
+
+    return create_app(build_services(load_settings(), migrate=False))
