@@ -11,13 +11,24 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from fastapi import FastAPI
 from openapi_spec_validator import validate
+from sqlalchemy import update
 
 from toonforge.api.openapi import PUBLIC, SIGNED, app_routes, build_openapi
 from toonforge.catalog import Manifest
 from toonforge.services import Services
-from toonforge.testing import SignedClient, in_process_app, new_project, settings_for_test
+from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.db import DB_UNAVAILABLE
+from toonforge.tasks.models import Task
+from toonforge.testing import (
+    SignedClient,
+    in_process_app,
+    new_project,
+    settings_for_test,
+    signed_headers,
+)
 
 OPERATIONS = ("get", "head", "post", "put", "patch", "delete")
 
@@ -89,7 +100,10 @@ def test_a_run_path_per_catalog_tool_with_the_manifest_inputs(
         schema = _run_schema(doc, m)
         props = schema["properties"]
         assert "callbackUrl" in props
-        assert schema.get("required", []) == [i.name for i in m.inputs if i.required]
+        # A required file input may come as `{name}Url`: see the file inputs' test.
+        assert schema.get("required", []) == [
+            i.name for i in m.inputs if i.required and not i.is_file
+        ]
         for spec in m.inputs:
             prop = props[spec.name]
             assert prop["default"] == spec.default, (m.key, spec.name)
@@ -278,3 +292,234 @@ def test_the_assets_are_the_ones_the_package_ships() -> None:
 
     for name in ASSETS:
         assert (Path(assets_dir()) / name).is_file(), name
+
+
+# --------------------------------------------------------------------------------------------
+# What the app really answers, checked against the document: every answer below validates
+# against its documented schema, and every field of a documented record is in the document.
+
+PHOTO_TOON = {
+    "id": "901",
+    "owner": "acme",
+    "slug": "Photo-Toon",
+    "title": "acme/Photo-Toon",
+    "description": "Turns a photo into a cartoon.",
+    "cover": "https://example.com/cover.png",
+    "categories": ["model", "image-to-image"],
+    "tags": ["cartoon"],
+    "cps": "0.001",
+    "inputs": [
+        {
+            "name": "inputImage",
+            "label": "input-image",
+            "help": "input-image-help",
+            "type": "fileinput",
+            "required": True,
+        },
+        {"name": "styleImage", "label": "style-image", "help": "", "type": "fileinput"},
+        {"name": "prompt", "label": "prompt", "help": "", "type": "textarea", "default": "toon"},
+    ],
+    "backend": {"family": "sd15"},
+}
+PHOTO_RUN = "/v1/Run/acme/photo-toon"
+
+
+@pytest.fixture(scope="module")
+def files_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Services]]:
+    """An app whose catalog also has a tool with file inputs (no bundled tool has one)."""
+    folder = tmp_path_factory.mktemp("openapi-files")
+    tools = folder / "tools"
+    tools.mkdir()
+    (tools / "photo-toon.yaml").write_text(yaml.safe_dump(PHOTO_TOON))
+    settings = settings_for_test(folder / "data", extra_tools_dirs=[tools])
+    with in_process_app(settings, dispatch_callbacks=False) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def files_doc(files_app: tuple[Any, Services]) -> dict[str, Any]:
+    return dict(files_app[0].get("/openapi.json").json())
+
+
+def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def undocumented(
+    doc: dict[str, Any], schema: dict[str, Any], value: Any, at: str = ""
+) -> list[str]:
+    """Fields of `value` that a documented record (a schema with `properties`) leaves out."""
+    schema = resolve(doc, schema)
+    found: list[str] = []
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        for key, item in value.items():
+            if key not in props:
+                found.append(f"{at}.{key}")
+            else:
+                found += undocumented(doc, props[key], item, f"{at}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found += undocumented(doc, schema["items"], item, f"{at}[{i}]")
+    return found
+
+
+def check_answer(doc: dict[str, Any], path: str, r: Any) -> dict[str, Any]:
+    """The answer's status is documented, its body validates and has no undocumented field."""
+    op = doc["paths"][path]["post"]
+    assert str(r.status_code) in op["responses"], (path, r.status_code, r.text)
+    schema = op["responses"][str(r.status_code)]["content"]["application/json"]["schema"]
+    data = r.json()
+    _validator(doc, schema).validate(data)
+    assert not undocumented(doc, schema, data), (path, undocumented(doc, schema, data))
+    return dict(data)
+
+
+def upload_file(http: Any, keys: Any, name: str = "photo.png") -> Any:
+    data = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
+    return http.post(
+        "/v1/File/Upload", files={"file": (name, data, "image/png")}, headers=signed_headers(keys)
+    )
+
+
+def test_the_catalog_answers_are_the_documented_ones(
+    files_doc: dict[str, Any], files_app: tuple[Any, Services]
+) -> None:
+    http = files_app[0]
+    full = check_answer(files_doc, "/v1/Tool/List", http.post("/v1/Tool/List", json={}))
+    assert isinstance(full["total"], int) and full["total"] == 6
+    assert {"parameters", "readme", "samples", "seodescription", "image"} <= set(full["tool"][0])
+    summary = http.post("/v1/Tool/List", json={"summary": True, "sort": "time"})
+    assert "parameters" not in check_answer(files_doc, "/v1/Tool/List", summary)["tool"][0]
+    for sort in resolve(files_doc, {"$ref": "#/components/schemas/ToolListBody"})["properties"][
+        "sort"
+    ]["enum"]:
+        data = check_answer(
+            files_doc, "/v1/Tool/List", http.post("/v1/Tool/List", json={"sort": sort})
+        )
+        assert data["result"] is True, (sort, data)
+    wrong = check_answer(files_doc, "/v1/Tool/List", http.post("/v1/Tool/List", json={"sort": "x"}))
+    assert wrong["result"] is False
+    detail = check_answer(
+        files_doc,
+        "/v1/Tool/Detail",
+        http.post("/v1/Tool/Detail", json={"slugowner": "acme", "slugproject": "Photo-Toon"}),
+    )
+    [group] = detail["tool"][0]["parameters"]
+    assert group["title"] == "Input"
+    assert [(i["id"], i["type"], i["required"]) for i in group["items"]] == [
+        ("inputImage", "fileinput", True),
+        ("styleImage", "fileinput", False),
+        ("prompt", "textarea", False),
+    ]
+    cartoon = http.post(
+        "/v1/Tool/Detail", json={"slugowner": "futurist", "slugproject": "CartoonMix v1.0"}
+    )
+    items = check_answer(files_doc, "/v1/Tool/Detail", cartoon)["tool"][0]["parameters"][0]["items"]
+    assert any("options" in i for i in items) and any("min" in i and "step" in i for i in items)
+    explore = check_answer(files_doc, "/v1/Tool/Explore", http.post("/v1/Tool/Explore"))
+    assert all(isinstance(g["total"], int) for g in explore["explore"])
+    assert {g["id"] for g in explore["explore"]} >= {"image-to-image"}
+
+
+def test_the_task_and_upload_answers_are_the_documented_ones(
+    files_doc: dict[str, Any], files_app: tuple[Any, Services]
+) -> None:
+    http, services = files_app
+    keys = new_project(services)
+    client = SignedClient(http, keys)
+    [item] = check_answer(files_doc, "/v1/File/Upload", upload_file(http, keys))["list"]
+    # A file input in `{id}Url` (the official client's multipart way) or in `{id}`.
+    run = check_answer(files_doc, PHOTO_RUN, client.post(PHOTO_RUN, {"inputImageUrl": item["url"]}))
+    assert run["result"] is True, run
+    run2 = check_answer(files_doc, PHOTO_RUN, client.post(PHOTO_RUN, {"inputImage": item["id"]}))
+    assert run2["result"] is True, run2
+    missing = check_answer(files_doc, PHOTO_RUN, client.post(PHOTO_RUN, {}))
+    assert missing["errors"][0]["message"] == "Request parameter [inputImage] required"
+
+    detail = check_answer(files_doc, "/v1/Task/Detail", client.post("/v1/Task/Detail", run))
+    assert detail["tasklist"][0]["parameters"]["inputImage"] == item["url"]
+    listed = check_answer(files_doc, "/v1/Task/List", client.post("/v1/Task/List", {"limit": "1"}))
+    assert listed["total"] == "2" and len(listed["tasklist"]) == 1
+    for body in ({"status": "task_queue", "sort": "createtime", "order": "asc"}, {"type": "x"}):
+        check_answer(files_doc, "/v1/Task/List", client.post("/v1/Task/List", body))
+
+    cancelled = check_answer(files_doc, "/v1/Task/Cancel", client.post("/v1/Task/Cancel", run))
+    assert cancelled["tasklist"][0]["status"] == lc.CANCEL
+    # A task a worker has taken: the hosted message, then the hint to use Task/Kill.
+    with services.sessions() as session:
+        session.execute(update(Task).where(Task.id == int(run2["taskid"])).values(status=lc.START))
+        session.commit()
+    running = check_answer(files_doc, "/v1/Task/Cancel", client.post("/v1/Task/Cancel", run2))
+    assert [e["code"] for e in running["errors"]] == [1, 0]
+    assert "Task/Kill" in running["errors"][1]["message"]
+    cancel = files_doc["paths"]["/v1/Task/Cancel"]["post"]["description"]
+    assert running["errors"][0]["message"] in cancel and "use Task/Kill" in cancel
+    models = client.post("/v1/PrivateModel/List")
+    assert check_answer(files_doc, "/v1/PrivateModel/List", models)["total"] == "0"
+
+
+def test_file_inputs_are_documented_in_id_or_id_url(files_doc: dict[str, Any]) -> None:
+    schema = resolve(files_doc, {"$ref": "#/components/schemas/Run.acme.photo-toon"})
+    props = schema["properties"]
+    assert {"inputImage", "inputImageUrl", "styleImage", "styleImageUrl"} <= set(props)
+    assert "inputImage" not in schema.get("required", [])  # it may come as inputImageUrl
+    validator = _validator(files_doc, schema)
+    upload_id = "0123456789abcdef0123456789abcdef"
+    for good in (
+        {"inputImage": upload_id},
+        {"inputImageUrl": "https://example.com/a.png"},
+        {"inputImage": "", "inputImageUrl": "http://testserver/v1/File/k/photo.png"},
+    ):
+        validator.validate(good)
+    for bad in ({}, {"inputImage": ""}, {"inputImage": "photo.png"}, {"styleImage": upload_id}):
+        assert not validator.is_valid(bad), bad
+    form = resolve(files_doc, {"$ref": "#/components/schemas/Run.acme.photo-toon.form"})
+    assert "inputImageUrl" in form["properties"] and form["allOf"] == schema["allOf"]
+    run = files_doc["paths"][PHOTO_RUN]["post"]["description"]
+    assert "`inputImage`" in run and "{id}Url" in run
+
+
+def test_the_replay_rule_is_documented_and_is_what_the_app_does(
+    doc: dict[str, Any], app: tuple[Any, Services]
+) -> None:
+    nonce = doc["components"]["securitySchemes"]["nonce"]["description"]
+    text = doc["info"]["description"]
+    for described in (nonce, text):
+        assert "accepted once" not in described.replace('not "accepted once"', "")
+        assert "exact repeat" in described and "store no nonce" in described
+        assert "nonce, method, path and body" in described
+    assert "before any of the body is read" in text
+    http, services = app
+    keys = new_project(services)
+    headers = {**signed_headers(keys), "Content-Type": "application/json"}
+    # A read stores no nonce: the same signed request twice is fine.
+    for _ in range(2):
+        r = http.post("/v1/Task/List", content=b"{}", headers=headers)
+        assert r.status_code == 200 and r.json()["result"] is True, r.text
+    # A state-changing call refuses an exact repeat, and only that.
+    run = "/v1/Run/futurist/cartoonmix-v1-0"
+    first = http.post(run, content=b'{"steps": 1}', headers=headers)
+    assert first.status_code == 200 and first.json()["result"] is True, first.text
+    again = http.post(run, content=b'{"steps": 1}', headers=headers)
+    assert again.status_code == 401 and "already made" in again.json()["errors"][0]["message"]
+    assert (
+        "already made with this nonce"
+        in doc["paths"][run]["post"]["responses"]["401"]["description"]
+    )
+    other_body = http.post(run, content=b'{"steps": 2}', headers=headers)
+    assert other_body.status_code == 200 and other_body.json()["result"] is True
+
+
+def test_limits_and_outages_are_documented(doc: dict[str, Any]) -> None:
+    for path, _, op in operations(doc):
+        outage = op["responses"]["503"]
+        assert "Retry-After" in outage["headers"], path
+        assert outage["content"]["application/json"]["example"]["errors"][0]["message"] == (
+            DB_UNAVAILABLE
+        )
+    common = doc["paths"]["/v1/Task/Detail"]["post"]["responses"]["413"]["description"]
+    assert "8 MiB" in common and "streams" in common
+    upload = doc["paths"]["/v1/File/Upload"]["post"]["responses"]["413"]["description"]
+    assert "TOONFORGE_UPLOAD_MAX_MB" in upload
+    assert "8 MiB" in doc["info"]["description"]

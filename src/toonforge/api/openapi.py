@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,6 +49,7 @@ from toonforge.catalog.search import SORTS as TOOL_SORTS
 from toonforge.catalog.search import default_order
 from toonforge.catalog.validation import SEED_MAX
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.db import DB_UNAVAILABLE
 
 SCHEMA_REF = "#/components/schemas/{model}"
 RUN_ROUTE = "/v1/Run/{owner}/{model}"
@@ -73,6 +74,8 @@ MULTIPART = "multipart/form-data"
 NUMBER_TEXT = r"^([-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?)?$"
 INTEGER_TEXT = r"^([-+]?[0-9]+)?$"
 DIGITS = r"^[0-9]+$"
+# A file input's value: an upload's id (32 hex digits) or an http(s) URL; empty for none.
+FILE_VALUE = r"^\s*([0-9a-f]{32}|[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+.*)?\s*$"
 
 # Security requirements: either alternative satisfies an operation (OpenAPI semantics), and
 # all schemes inside one alternative are needed together.
@@ -202,6 +205,11 @@ class ParameterOption(BaseModel):
     label: str
     description: str = Field("", description="Absent when the page has none.")
     triggerwords: list[str] = Field(default_factory=list, description="Absent when none.")
+    generatesettings: list[Any] = Field(
+        default_factory=list,
+        description="The page's settings that come with the option (as the page gives them); "
+        "absent when none.",
+    )
 
 
 class ParameterItem(BaseModel):
@@ -291,9 +299,7 @@ class ToolRecord(BaseModel):
     inspire: list[dict[str, Any]] = Field(
         default_factory=list, description="The page's example inputs. Not in summaries."
     )
-    readme: str = Field(
-        "", description="A short HTML text from the description. Not in summaries."
-    )
+    readme: str = Field("", description="A short HTML text from the description. Not in summaries.")
     samples: list[dict[str, Any]] = Field(
         default_factory=list, description="`[]`: no sample outputs recorded. Not in summaries."
     )
@@ -346,12 +352,16 @@ class UploadedFile(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="The upload's id: a value for a file input of Run.")
-    name: str = Field(description="The file's name; characters other than letters, digits, "
-                      "`.`, `-` and `_` become `_`.")
+    name: str = Field(
+        description="The file's name; characters other than letters, digits, "
+        "`.`, `-` and `_` become `_`."
+    )
     contenttype: str = Field(description="The part's declared type, or one guessed from the name.")
     size: str = Field(description="Bytes, as a string.")
-    url: str = Field(description="Where it is served (`/v1/File/{accesskey}/{name}`, no "
-                     "authentication): also a value for a file input of Run.")
+    url: str = Field(
+        description="Where it is served (`/v1/File/{accesskey}/{name}`, no "
+        "authentication): also a value for a file input of Run."
+    )
     addedtime: str = Field(description="Unix seconds.")
     accesskey: str
 
@@ -422,10 +432,10 @@ class ToolListBody(BaseModel):
     sort: str = Field(
         "id",
         json_schema_extra=_choice(TOOL_SORTS),
-        description="`id`, `title`, `slugowner`, `slugproject` (default order ASC); "
-        "`relevance` (how well the tool matches `search`), `time` (when the tool became "
-        "runnable here), `ratedusercount`, `commentcount`, `averagepoint` (no ratings here: "
-        "the `id` order) (default order DESC). Ties keep the `id` order.",
+        description="`id` (the default), `title`, `slugowner`, `slugproject`: by that field; "
+        "`relevance`: how well the tool matches `search`; `time`: when the tool became "
+        "runnable here; `ratedusercount`, `commentcount`, `averagepoint`: no ratings here, so "
+        "the `id` order. Ties keep the `id` order.",
     )
     order: str = Field(
         "",
@@ -490,9 +500,7 @@ class TaskListBody(BaseModel):
     )
     order: str = Field("DESC", json_schema_extra=_choice(("ASC", "DESC"), upper_too=True))
     start: TaskStart = Field(0, description="Offset of the first task.")
-    limit: TaskLimit = Field(
-        20, description=f"Page size, 1 to {routes_task_list.MAX_LIMIT}."
-    )
+    limit: TaskLimit = Field(20, description=f"Page size, 1 to {routes_task_list.MAX_LIMIT}.")
     modelName: str = Field(
         "",
         description="Only the tasks of the tools whose `owner/slug` (page or clean form) or "
@@ -616,8 +624,8 @@ class Operation:
         TOO_LARGE_BODY,
         f"Request body is larger than {request_body.MAX_BODY_BYTES} bytes.",
     )
-    # The body is read through body.read_body (a Content-Length that is not a number: 400).
-    reads_body: bool = True
+    # The route checks the Content-Length header (one that is not a number: 400).
+    length_checked: bool = True
 
 
 def _fmt(x: float) -> str:
@@ -707,8 +715,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "Tool",
         "One tool with its inputs",
-        "The tool with `parameters` (its inputs grouped: `[{\"title\": \"Input\", "
-        "\"items\": [{\"id\", \"type\", \"label\", \"required\", \"note\", …}]}]`, "
+        'The tool with `parameters` (its inputs grouped: `[{"title": "Input", '
+        '"items": [{"id", "type", "label", "required", "note", …}]}]`, '
         "the same inputs as the Run body below), `inspire` (example inputs), `readme` and "
         "`samples`; no authentication. Unknown tool: code 1 `slug-owner-project-not-exist`.",
         ToolDetailAnswer,
@@ -727,7 +735,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ExploreAnswer,
         ToolExploreBody,
         signed=False,
-        reads_body=False,
+        length_checked=False,
     ),
     Operation(
         "/v1/PrivateModel/Add",
@@ -752,9 +760,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "PrivateModel",
         "The project's private models",
-        "Only the calling project's models. A read: it stores nothing.",
+        "Only the calling project's models, with `total` (a string). A read: it stores "
+        "nothing; the body is not read.",
         PrivateModelAnswer,
         EmptyBody,
+        length_checked=False,
     ),
     Operation(
         "/v1/PrivateModel/Delete",
@@ -786,7 +796,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "Request parameter [file] is larger than 100 MB, the limit for uploads "
             "(TOONFORGE_UPLOAD_MAX_MB)",
         ),
-        reads_body=False,
+        length_checked=False,
     ),
 )
 
@@ -848,14 +858,25 @@ def input_schema(spec: InputSpec) -> dict[str, Any]:
         schema = _select_schema(spec)
     elif spec.type == "checkbox":
         schema = {"anyOf": [{"type": "boolean"}, {"type": "string"}]}
-    else:  # text, textarea, file (a URL or a name)
+    elif spec.is_file:
+        # Required or not, it may be empty here when `{name}Url` carries it (see
+        # run_body_schema).
+        schema = {"type": "string", "pattern": FILE_VALUE}
+    else:  # text, textarea
         schema = {"type": "string"}
         if spec.max_length is not None:
             schema["maxLength"] = spec.max_length
         if spec.required:
             schema["pattern"] = r"\S"
     notes = [f"Page label `{spec.label}` ({spec.type})."]
-    if spec.seed:
+    if spec.is_file:
+        notes.append(
+            "The `id` or `url` of a file this project sent to File/Upload (it becomes the "
+            "file's URL in the task's parameters), or any other http(s) URL; it may be sent "
+            f"as `{spec.name}Url` instead. Another project's upload is not found. Files inside "
+            "the Run body are not read: upload them first."
+        )
+    elif spec.seed:
         notes.append(
             f"An integer 0..{SEED_MAX} (or as a string); empty picks a random seed. "
             "Sample i uses seed + i."
@@ -887,7 +908,30 @@ def _schema_name(manifest: Manifest, suffix: str = "") -> str:
 def run_body_schema(manifest: Manifest, *, form: bool = False) -> dict[str, Any]:
     """One tool's Run body. Inputs the tool does not declare are accepted and kept in the
     task's parameters (unused), so the object is open."""
-    props: dict[str, Any] = {s.name: input_schema(s) for s in manifest.inputs}
+    props: dict[str, Any] = {}
+    choices: list[dict[str, Any]] = []
+    for spec in manifest.inputs:
+        props[spec.name] = input_schema(spec)
+        if not spec.is_file:
+            continue
+        url_field = f"{spec.name}Url"
+        props[url_field] = {
+            "type": "string",
+            "pattern": FILE_VALUE,
+            "description": f"The same as `{spec.name}` (multipart clients send both, one "
+            f"empty). Two different non-empty values in `{spec.name}` and `{url_field}` are "
+            "refused.",
+        }
+        if spec.required:
+            given = {"type": "string", "pattern": r"\S"}
+            choices.append(
+                {
+                    "anyOf": [
+                        {"required": [spec.name], "properties": {spec.name: given}},
+                        {"required": [url_field], "properties": {url_field: given}},
+                    ]
+                }
+            )
     props["callbackUrl"] = {
         "type": "string",
         "description": "Optional: an http(s) URL that gets the task record (POST, Standard "
@@ -908,9 +952,11 @@ def run_body_schema(manifest: Manifest, *, form: bool = False) -> dict[str, Any]
         "properties": props,
         "additionalProperties": {"type": "string"} if form else True,
     }
-    required = [s.name for s in manifest.inputs if s.required]
+    required = [s.name for s in manifest.inputs if s.required and not s.is_file]
     if required:
         schema["required"] = required
+    if choices:  # a required file input: in `{name}` or in `{name}Url`
+        schema["allOf"] = choices
     return schema
 
 
@@ -939,21 +985,39 @@ def _envelope_response(description: str, example_message: str) -> dict[str, Any]
     }
 
 
+RESPONSE_503: dict[str, Any] = {
+    **_envelope_response(
+        "The database cannot answer now (unreachable, or busy past its wait: SQLite's write "
+        "lock, no free pooled connection). Retry after the seconds `Retry-After` gives.",
+        DB_UNAVAILABLE,
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "string", "pattern": DIGITS},
+        }
+    },
+}
 RESPONSES_COMMON: dict[str, Any] = {
     "404": _envelope_response(
         "Unknown endpoint or method (`Error parsing url.`).", "Error parsing url."
     ),
-    "413": _envelope_response("The request body is too large.", "Request body is too large."),
-    "503": _envelope_response(
-        "The server cannot take the request now (starting, stopping, overloaded or its "
-        "database is unreachable); retry later.",
-        "Service unavailable.",
-    ),
+    "413": _envelope_response(TOO_LARGE_BODY, "Request body is larger than 8388608 bytes."),
+    "503": RESPONSE_503,
 }
+RESPONSE_400 = _envelope_response(
+    "A `Content-Length` header that is not a number of bytes.",
+    "Content-Length must be a number of bytes.",
+)
 RESPONSE_401 = _envelope_response(
-    "Authentication failed: unknown key (`Project authorization is not founded.`), missing "
-    "signature headers, wrong signature (`Project authorization is not valid.`), a nonce "
-    "already used, or a caller IP outside the project's allow-list.",
+    "Authentication failed, decided from the headers before any of the body is read (so "
+    "whatever the body): unknown or missing key (`Project authorization is not founded.`), "
+    "signature mode without `x-nonce` and `x-signature` (`Project requires signature "
+    "authentication. …`), a wrong signature (`Project authorization is not valid.`), a "
+    "nonce too far from the current time when the server requires unix-time nonces, a "
+    "caller IP outside the project's allow-list (`Requested ip … is not allowed.`), or an "
+    "exact repeat of a state-changing request (`Project authorization is not valid: this "
+    "request was already made with this nonce.`).",
     "Project authorization is not founded.",
 )
 
@@ -987,10 +1051,12 @@ def _operation(op: Operation, op_id: str) -> dict[str, Any]:
             "The envelope: `result` true with the fields below, or `result` false with "
             "`errors` for a problem with the request's content (validation, not found).",
         )
+    if op.length_checked:
+        responses["400"] = RESPONSE_400
     if op.signed:
         responses["401"] = RESPONSE_401
-    responses.update(op.extra_responses)
     responses.update(RESPONSES_COMMON)
+    responses["413"] = _envelope_response(*op.too_large)
     out["responses"] = responses
     return out
 
@@ -1016,6 +1082,14 @@ def _run_operations(catalog: Catalog) -> dict[str, dict[str, Any]]:
             if m.engine_ready
             else f" Not runnable on this server (code 1 `tool-not-accessible`): {m.engine_note}"
         )
+        files = [f"`{i.name}`" for i in m.inputs if i.is_file]
+        file_note = (
+            f" File inputs ({', '.join(files)}): the `id` or `url` of a file this project "
+            "sent to File/Upload, or any other http(s) URL, in `{id}` or `{id}Url`; another "
+            "project's upload is `Request parameter [ID] file '…' not found in this project`."
+            if files
+            else ""
+        )
         op: dict[str, Any] = {
             "tags": ["Run"],
             "summary": f"Run {m.key}",
@@ -1025,7 +1099,9 @@ def _run_operations(catalog: Catalog) -> dict[str, dict[str, Any]]:
             f"{m.slug}`, URL-encoded). Validation errors (HTTP 200, `result` false) name the "
             "input, one error per violation, and nothing is queued: `Request parameter "
             "[steps] must be between 1 and 150`. Over the project's limit of unfinished "
-            f"tasks: code 96.{readiness}",
+            "tasks: code 96. In signature mode an exact repeat (the same nonce and body) is "
+            "401."
+            f"{file_note}{readiness}",
             "operationId": op_id,
             "security": SIGNED,
             "requestBody": {
@@ -1039,6 +1115,7 @@ def _run_operations(catalog: Catalog) -> dict[str, dict[str, Any]]:
             },
             "responses": {
                 "200": _answer_response(RunAnswer, "The envelope with the new task's id."),
+                "400": RESPONSE_400,
                 "401": RESPONSE_401,
                 **RESPONSES_COMMON,
             },
@@ -1146,6 +1223,23 @@ message schemas are in `components.schemas`: `SocketTaskInfo`, `SocketEvent`,
 `SocketProgress`, `SocketError`).
 """
 
+STATE_CHANGING = (
+    "Run, Task/Cancel, Task/Kill, Task/InputOutputDelete, File/Upload, PrivateModel/Add and "
+    "PrivateModel/Delete"
+)
+REPLAY_RULE = (
+    '**Replays** (signature mode). The nonce is not "accepted once": clients make it from '
+    "the clock, so parallel calls may share one. Reads (Task/Detail, Task/List, "
+    "PrivateModel/List) store no nonce and may repeat one freely. A state-changing call ("
+    + STATE_CHANGING
+    + ") refuses an exact repeat: the same nonce, method, path and body (for File/Upload, "
+    "the same multipart boundary and file size) within `TOONFORGE_NONCE_WINDOW_SECONDS` "
+    "(default 600) answers 401 `Project authorization is not valid: this request was already "
+    "made with this nonce.`. A new nonce (and its signature) per state-changing request is "
+    "always safe. With `TOONFORGE_NONCE_MAX_SKEW_SECONDS` set, every signed call must also "
+    "carry a unix-time nonce (seconds or milliseconds) that close to the server's clock."
+)
+
 DESCRIPTION = f"""
 toonforge speaks the Wiro task API: an existing client changes only its base URL.
 Every endpoint is `POST` under `/v1` (the output files and `/healthz` are `GET`).
@@ -1155,33 +1249,41 @@ Every endpoint is `POST` under `/v1` (the output files and `/healthz` are `GET`)
 JSON (`application/json`) is the primary content type. Bodies may also be
 `multipart/form-data` or `application/x-www-form-urlencoded`; a body that is JSON is read as
 JSON whatever its `Content-Type` says. Numbers may be written as strings (`"scale": "4"`).
+A body is at most {BODY_LIMIT_MIB} MiB (the uploads have their own limits): a larger one is
+refused (413) from its `Content-Length`, or as soon as it passes the limit while it streams in.
 
 `Run` has one path per catalog tool, `/v1/Run/OWNER/SLUG`, each with that tool's inputs
 (types, bounds, options, defaults). The tool page's own slug (`CartoonMix%20v1.0`) works as
-well as the clean one listed here.
+well as the clean one listed here. A file input takes the `id` or `url` of a file sent to
+`File/Upload` (or an http(s) URL), in `{{id}}` or `{{id}}Url`.
 
 ## Authentication
 
 A project has an API key and an API secret, and one mode fixed when it is created:
 
 - **signature**: `x-api-key`, `x-nonce` and `x-signature`, where
-  `x-signature = hex(HMAC_SHA256(key=API_KEY, message=API_SECRET + NONCE))`. A nonce (a unix
-  time or any integer) is accepted once per key: make a new one, and its signature, for each
-  request.
+  `x-signature = hex(HMAC_SHA256(key=API_KEY, message=API_SECRET + NONCE))`. The nonce is a
+  unix time (seconds or milliseconds) or any integer; make a new one, and its signature, for
+  each state-changing request.
 - **key only**: `x-api-key` alone.
 
-`Tool/List`, `Tool/Detail`, the output files and `/healthz` need no authentication.
-Authentication failures answer HTTP 401.
+{REPLAY_RULE}
+
+Authentication is decided from the headers alone, before any of the body is read: a request
+that fails it answers HTTP 401 whatever its body (and its size). `Tool/List`, `Tool/Detail`,
+`Tool/Explore`, the files at `/v1/File/…` (the access key is the capability) and `/healthz`
+need no authentication.
 
 ## Answers
 
 Every JSON answer is the envelope `{{"result": bool, "errors": [{{"code", "message"}}], …}}`;
-numbers inside records are strings. HTTP 200 for successes and for errors about the
-request's content (validation, not found, not cancellable: `result` false), 401 for
-authentication, 404 (`Error parsing url.`) for an unknown endpoint, 413 for a body that is too
-large, 503 when the server cannot take the request now. Error codes: 0 general/validation,
-1 not found, 96 concurrency limit reached, 97 quota, 98 sign-in required, 99 bearer token
-invalid. The server never answers 422.
+numbers inside task, file and model records are strings (Tool/List's and Tool/Explore's
+`total` are numbers). HTTP 200 for successes and for errors about the request's content
+(validation, not found, not cancellable: `result` false), 400 for a `Content-Length` that is
+not a number, 401 for authentication, 404 (`Error parsing url.`) for an unknown endpoint, 413
+for a body that is too large, 503 with `Retry-After` when the database cannot answer now.
+Error codes: 0 general/validation, 1 not found, 96 concurrency limit reached, 97 quota, 98
+sign-in required, 99 bearer token invalid. The server never answers 422.
 {SOCKET_DOC}"""
 
 
@@ -1209,7 +1311,8 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     Envelope,
     RunAnswer,
     TaskAnswer,
-    ToolAnswer,
+    ToolListAnswer,
+    ToolDetailAnswer,
     ExploreAnswer,
     PrivateModelAnswer,
     UploadAnswer,
@@ -1325,8 +1428,8 @@ def build_openapi(app: FastAPI, catalog: Catalog) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "x-nonce",
-                    "description": "Signature mode: a fresh integer (e.g. the unix time) per "
-                    "request; a nonce is accepted once per key.",
+                    "description": "Signature mode: an integer (e.g. the unix time), signed "
+                    "with `x-signature`. " + REPLAY_RULE,
                 },
                 "signature": {
                     "type": "apiKey",
