@@ -9,8 +9,8 @@ imported, as schemathesis' pytest integration needs the schema at collection tim
 (default 12, about 30 s on 2 cores); runs are deterministic.
 
 The bugs it found first (ids beyond the database's integers, bodies read before
-authentication, no 413) keep a regression test each below, with their exact requests; the
-server bugs found around it and not fixed yet are pinned below by strict xfail tests.
+authentication, no 413), and those found around it (NUL and lone surrogates in text, long
+non-ASCII upload names), keep a regression test each below, with their exact requests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
@@ -151,9 +150,8 @@ def test_a_body_over_the_limit_is_413(inproc: InProcess) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Server bugs found while fuzzing that are not fixed yet, each with its exact request and a
-# strict xfail: the fix makes the test pass, and then its mark must go. Schemathesis cannot
-# send them itself (its JSON has no lone surrogates; its run is on SQLite, which stores NUL).
+# Server bugs found around the fuzzing, each with its exact request. Schemathesis cannot send
+# them itself (its JSON has no lone surrogates; its run is on SQLite, which stores NUL).
 
 # Text values the server looks up or stores in a text column.
 TEXT_LOOKUPS = (
@@ -180,37 +178,18 @@ def _server_errors(inproc: InProcess, escaped: str) -> list[tuple[str, str, int]
     return wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a lone surrogate (JSON \\ud800) bound to a text column raises "
-    "UnicodeEncodeError (500) on SQLite and PostgreSQL",
-)
 def test_a_lone_surrogate_in_a_text_field_is_not_a_server_error(inproc: InProcess) -> None:
     # e.g. POST /v1/Task/Detail {"tasktoken": "a\ud800b"} -> 500 "Internal server error."
     wrong = _server_errors(inproc, "\\ud800")
     assert not wrong, wrong
 
 
-def test_a_nul_character_in_a_text_field_is_not_a_server_error(
-    inproc: InProcess, request: pytest.FixtureRequest
-) -> None:
-    if inproc.services.db.dialect.name == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="server bug: PostgreSQL text columns refuse NUL (psycopg DataError: 500)",
-            )
-        )
-    # e.g. POST /v1/Task/List {"modelName": "a\u0000b"} -> 500 on PostgreSQL
+def test_a_nul_character_in_a_text_field_is_not_a_server_error(inproc: InProcess) -> None:
+    # e.g. POST /v1/Task/List {"modelName": "a\u0000b"} was a 500 on PostgreSQL
     wrong = _server_errors(inproc, "\\u0000")
     assert not wrong, wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Run stores a lone surrogate in the task's parameters; every answer "
-    "that shows the task (Task/Detail, Task/List, Task/Cancel, …) is then a 500",
-)
 def test_a_lone_surrogate_in_run_inputs_does_not_break_the_task_records(
     inproc: InProcess,
 ) -> None:
@@ -223,11 +202,6 @@ def test_a_lone_surrogate_in_run_inputs_does_not_break_the_task_records(
         assert (detail.status_code, listed.status_code) == (200, 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: File/Upload keeps 100 characters of the name, which can be 400 bytes "
-    "of UTF-8: OSError ENAMETOOLONG (500)",
-)
 def test_an_upload_with_a_long_non_ascii_name_is_not_a_server_error(inproc: InProcess) -> None:
     name = "\U00020000" * 100 + ".png"  # a CJK letter, 4 bytes in UTF-8
     r = inproc.http.post(

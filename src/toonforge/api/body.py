@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -80,7 +81,29 @@ def body_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+# NUL, which PostgreSQL text cannot hold, and lone surrogates (JSON "\ud800"), which no
+# encoding can store: no client sends them on purpose, so the whole body is refused.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is None
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
 async def read_body(request: Request) -> dict[str, Any]:
+    data = await _parse_body(request)
+    if not _storable(data):
+        raise ApiError(INVALID)
+    return data
+
+
+async def _parse_body(request: Request) -> dict[str, Any]:
     raw = await read_raw(request)
     request.state.body_digest = body_digest(raw)
     text = raw.strip()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -28,6 +29,8 @@ from toonforge.tasks.record import outputs_list
 from toonforge.tasks.store import events_after, last_event_id
 
 router = APIRouter()
+# Socket tokens are 30 letters and digits; anything else cannot be one (and is not looked up).
+_TOKEN = re.compile(r"[A-Za-z0-9]{1,64}")
 log = logging.getLogger("toonforge.api")
 
 # Without news, look anyway this often (a follower also notices a closed socket then).
@@ -82,7 +85,7 @@ async def _task_id_for(services: Services, token: str) -> int | None:
 
 
 async def _follow(ws: WebSocket, services: Services, hub: EventHub, token: str) -> None:
-    if len(token) > 64 or (task_id := await _task_id_for(services, token)) is None:
+    if not _TOKEN.fullmatch(token) or (task_id := await _task_id_for(services, token)) is None:
         await _no_task(ws, token[:64])
         return
     with hub.follow(task_id) as news:

@@ -22,9 +22,11 @@ FILE_PATH = re.compile(r"^/v1/File/([^/]+)/([^/]+)$")
 
 def safe_name(filename: str) -> str:
     """The last path part of what the client called the file, with only word characters,
-    dots and dashes (others become `_`), at most 100 characters."""
+    dots and dashes (others become `_`), at most 100 characters and 200 bytes of UTF-8 (a
+    file name's limit is in bytes)."""
     base = re.split(r"[\\/]", filename or "")[-1].strip()
     cleaned = _UNSAFE.sub("_", base).strip("._")[:100]
+    cleaned = cleaned.encode()[:200].decode(errors="ignore").strip("._")
     return cleaned or "upload"
 
 
