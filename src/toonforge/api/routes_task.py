@@ -47,12 +47,17 @@ def _lookup(session: Session, project: ProjectInfo, body: dict[str, Any]) -> Tas
 
 
 def _record(services: Services, session: Session, task: Task) -> dict[str, Any]:
-    deliveries = list(
-        session.scalars(
-            select(CallbackDelivery)
-            .where(CallbackDelivery.task_id == task.id)
-            .order_by(CallbackDelivery.id)
+    # Only a task run with a callbackUrl has deliveries: no query for the others.
+    deliveries = (
+        list(
+            session.scalars(
+                select(CallbackDelivery)
+                .where(CallbackDelivery.task_id == task.id)
+                .order_by(CallbackDelivery.id)
+            )
         )
+        if task.callback_url
+        else []
     )
     return task_record(
         task,
