@@ -3,10 +3,15 @@ import time, so tests and several processes can each hold their own."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _default_data_dir() -> Path:
@@ -54,12 +59,31 @@ class Settings(BaseSettings):
     # Reject a nonce that looks like a unix time further than this from now (0: no check).
     nonce_max_skew_seconds: int = 0
     default_max_running_tasks: int = 0  # 0 = unlimited, per new project
+    # Reverse proxies whose X-Forwarded-For/-Proto headers are believed (comma-separated
+    # addresses or CIDRs, "*" for any). Empty: the headers are ignored and the client address
+    # the IP allow-lists check is the connection's own.
+    trusted_proxies: str = ""
 
     # Callbacks.
     callback_allow_private: bool = False
     callback_timeout_seconds: float = 10.0
     callback_max_attempts: int = 5
     callback_backoff_seconds: float = 2.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for entry in _split(value):
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not an address or CIDR: {entry!r}") from exc
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split(self.trusted_proxies)
 
     @property
     def resolved_models_dir(self) -> Path:

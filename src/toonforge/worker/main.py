@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from toonforge.services import Services
 from toonforge.tasks.store import claim, reap
@@ -65,8 +66,12 @@ class Worker:
         self.runner.run(task.id)
         return True
 
-    def run_forever(self) -> None:
+    def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Claim and run tasks until `stopping` is set; `on_ready` is called once, before
+        the first claim (`serve` restarts a worker that dies after that at once)."""
         log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
+        if on_ready is not None:
+            on_ready()
         while not self.stopping.is_set():
             try:
                 worked = self.run_once()
