@@ -23,7 +23,7 @@ from support import CARTOON, SMALL, Client, Server
 pytestmark = pytest.mark.postgres
 
 # Runs across the outage (many steps; the outage starts at its first progress frame).
-RUNNING = {**SMALL, "steps": 150, "width": 128, "height": 128, "seed": "7"}
+RUNNING = {**SMALL, "steps": 100, "width": 128, "height": 128, "seed": "7"}
 QUEUED = 5
 DOWN_SECONDS = 3.0
 # Runs the client loop may add (each is a task that must then finish too).

@@ -19,7 +19,7 @@ import pytest
 from support import CARTOON, SMALL, Client, Server
 
 # Long enough to be running when the signal comes (the hand-back happens between two steps).
-LONG = {**SMALL, "steps": 150, "width": 256, "height": 256}
+LONG = {**SMALL, "steps": 100, "width": 128, "height": 128}
 
 
 @pytest.fixture

@@ -290,7 +290,24 @@ def serve(args: argparse.Namespace) -> int:
         if services is not None:
             services.close()
         log.info("serve: stopped")
+    _exit_without_stuck_threads()
     return 0
+
+
+def _exit_without_stuck_threads() -> None:
+    """Request threads still blocked (on a database that does not answer, say) would hold
+    the interpreter's exit for as long as they wait: serve's own shutdown is done by now,
+    so exit at once (their transactions are never committed)."""
+    stuck = [
+        t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+    ]
+    if not stuck:
+        return
+    log.warning("serve: %d request thread(s) still busy; exiting without them", len(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_worker(settings: Settings) -> int:
