@@ -132,6 +132,7 @@ class Point:
     non_2xx: int
     s401: int
     s5xx: int
+    connections: int = 0
 
     def errors_text(self) -> str:
         """Errors, then what they were: 401s, 5xx, other non-2xx, socket errors."""
@@ -147,6 +148,8 @@ class Point:
             )
             if n
         ]
+        if self.requests < self.connections:
+            parts.append(f"stalled: {self.requests} answers for {self.connections} connections")
         return f"{self.errors}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -181,6 +184,7 @@ def wrk(url: str, script: Path, connections: int, duration: float, label: str) -
         non_2xx=data["status"],
         s401=data["s401"],
         s5xx=data["s5xx"],
+        connections=connections,
     )
 
 
@@ -287,35 +291,44 @@ def load_points(backend: str, work: Path, args: argparse.Namespace) -> list[Poin
     return points
 
 
-def fixed_cost(backend: str, work: Path, args: argparse.Namespace) -> list[float]:
-    """Run -> task_postprocess_end frame, minus elapsedseconds, per task (seconds)."""
+def one_task(http: httpx.Client, keys: Keys, ws_url: str, i: int) -> float:
+    """One tiny task: seconds from Run to its final frame, minus its `elapsedseconds`."""
     from websockets.sync.client import connect
 
+    body = {**TINY_TASK, "seed": str(i), "prompt": f"a cat {i}"}
+    with connect(ws_url) as ws:
+        start = time.perf_counter()
+        run = signed_post(http, keys, f"/v1/Run/{CARTOON}", body)
+        ws.send(json.dumps({"type": "task_info", "tasktoken": run["socketaccesstoken"]}))
+        while True:
+            frame = json.loads(ws.recv(timeout=300))
+            if frame["type"] in ("task_postprocess_end", "task_cancel"):
+                break
+        total = time.perf_counter() - start
+    record = signed_post(http, keys, "/v1/Task/Detail", {"taskid": run["taskid"]})["tasklist"][0]
+    if record["pexit"] != "0":
+        raise RuntimeError(f"task failed: {record['debugerror']}")
+    return total - float(record["elapsedseconds"])
+
+
+def fixed_cost(backend: str, work: Path, args: argparse.Namespace) -> list[float]:
+    """Run -> task_postprocess_end frame, minus elapsedseconds, per task (seconds)."""
     costs: list[float] = []
     with database(backend) as url, serving(work / f"{backend}-worker", url, workers=1) as srv:
         keys = Keys.from_dict(srv.create_keys(mode=args.mode))
         srv.start()
         ws_url = srv.url.replace("http", "ws", 1) + "/v1/socket"
-        with httpx.Client(base_url=srv.url, timeout=60) as http:
-            for i in range(args.tasks + 2):  # the first two warm up (model load)
-                body = {**TINY_TASK, "seed": str(i), "prompt": f"a cat {i}"}
-                with connect(ws_url) as ws:
-                    start = time.perf_counter()
-                    run = signed_post(http, keys, f"/v1/Run/{CARTOON}", body)
-                    ws.send(
-                        json.dumps({"type": "task_info", "tasktoken": run["socketaccesstoken"]})
-                    )
-                    while True:
-                        frame = json.loads(ws.recv(timeout=300))
-                        if frame["type"] in ("task_postprocess_end", "task_cancel"):
-                            break
-                    total = time.perf_counter() - start
-                task = signed_post(http, keys, "/v1/Task/Detail", {"taskid": run["taskid"]})
-                record = task["tasklist"][0]
-                if record["pexit"] != "0":
-                    raise RuntimeError(f"task failed: {record['debugerror']}")
-                if i >= 2:
-                    costs.append(total - float(record["elapsedseconds"]))
+        try:
+            with httpx.Client(base_url=srv.url, timeout=60) as http:
+                for i in range(args.tasks + 2):  # the first two warm up (model load)
+                    cost = one_task(http, keys, ws_url, i)
+                    if i >= 2:
+                        costs.append(cost)
+        except Exception as exc:  # report what was measured, and why it stopped
+            print(f"  {backend:<8} fixed cost stopped early: {type(exc).__name__}: {exc}")
+            print("  serve's log ends with:\n" + srv.log()[-1500:])
+        if not costs:
+            return costs
         ms = sorted(c * 1000 for c in costs)
         print(
             f"  {backend:<8} fixed cost over {len(ms)} tasks: median {statistics.median(ms):.1f} ms"
@@ -403,7 +416,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk point")
     parser.add_argument("--mode", choices=("signature", "key"), default="signature")
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--tasks", type=int, default=20, help="tasks for the fixed cost")
+    parser.add_argument("--tasks", type=int, default=20, help="tasks for the fixed cost (0: skip)")
+    parser.add_argument("--no-load", action="store_true", help="skip the wrk points")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print(WRK_HINT)
@@ -417,7 +431,7 @@ def main() -> int:
     loads: dict[str, list[Point]] = {}
     costs: dict[str, list[float]] = {}
     try:
-        for backend in backends:
+        for backend in backends if not args.no_load else []:
             loads[backend] = load_points(backend, work, args)
         if args.tasks > 0:
             for backend in backends:
