@@ -149,7 +149,7 @@ class Point:
             if n
         ]
         if self.requests < self.connections:
-            parts.append(f"stalled: {self.requests} answers for {self.connections} connections")
+            parts.append(f"stalled: {self.requests} answered, {self.connections} conns")
         return f"{self.errors}" + (f" ({', '.join(parts)})" if parts else "")
 
 
