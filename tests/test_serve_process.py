@@ -183,3 +183,18 @@ def test_forwarded_for_from_a_trusted_proxy_is_honoured(serve: Callable[..., Ser
     assert status == 401 and "10.9.9.9 is not allowed" in body["errors"][0]["message"], body
     status, body = _run_from(srv, only_lab)
     assert status == 401, body
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    from pydantic import ValidationError
+
+    from toonforge.settings import load_settings
+
+    assert load_settings(trusted_proxies="").trusted_proxy_list == []
+    assert load_settings(trusted_proxies="127.0.0.1, 10.0.0.0/8,::1").trusted_proxy_list == [
+        "127.0.0.1",
+        "10.0.0.0/8",
+        "::1",
+    ]
+    with pytest.raises(ValidationError, match="not an address or CIDR"):
+        load_settings(trusted_proxies="127.0.0.1,proxy.local")
