@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from toonforge.api.auth import signature_for
+from toonforge.testing import ServeProcess, base_env, create_keys, free_port
 
 TERMINAL = ("task_postprocess_end", "task_cancel")
 CARTOON = "futurist/CartoonMix%20v1.0"
@@ -31,98 +26,8 @@ SMALL = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def base_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOONFORGE_")}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TOONFORGE_DATA_DIR=str(data_dir),
-        TOONFORGE_TINY="true",
-        # Tiny weights are built once per test run and shared by every server.
-        TOONFORGE_TINY_DIR=os.environ.get("TOONFORGE_TEST_TINY_DIR", ""),
-    )
-    if not env["TOONFORGE_TINY_DIR"]:
-        del env["TOONFORGE_TINY_DIR"]
-    if database_url:
-        env["TOONFORGE_DATABASE_URL"] = database_url
-    env.update(extra)
-    return env
-
-
-def create_keys(env: dict[str, str], mode: str = "signature", **opts: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "toonforge", "keys", "create", "--json", "--mode", mode]
-    for k, v in opts.items():
-        cmd += [f"--{k.replace('_', '-')}", v]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-class Server:
-    """`toonforge serve` in a subprocess, exactly as a user starts it."""
-
-    def __init__(
-        self, data_dir: Path, database_url: str | None = None, workers: int = 1, **extra_env: str
-    ) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = base_env(
-            data_dir,
-            database_url,
-            TOONFORGE_PORT=str(self.port),
-            TOONFORGE_WORKERS=str(workers),
-            **extra_env,
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"serve-{self.port}.log"
-
-    def start(self) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "toonforge", "serve"],
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start in time")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def spawn_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = self.log_path.open("ab")
-        return subprocess.Popen(
-            [sys.executable, "-m", "toonforge", "worker"],
-            env={**self.env, **extra_env},
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+# `toonforge serve` in a subprocess; the package's own helper, shared with bench/.
+Server = ServeProcess
 
 
 class Client:
@@ -192,3 +97,6 @@ def images(task: dict[str, Any]) -> list[Any]:
         assert int(o["size"]) == len(r.content)
         out.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16))
     return out
+
+
+__all__ = ["Server", "base_env", "create_keys", "free_port"]

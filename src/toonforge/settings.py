@@ -3,10 +3,15 @@ import time, so tests and several processes can each hold their own."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _default_data_dir() -> Path:
@@ -43,8 +48,14 @@ class Settings(BaseSettings):
     # Largest file a project may send to File/Upload (the hosted service documents 100 MB).
     upload_max_mb: float = 100.0
 
+    # API processes `serve` runs on one port (Python runs one thread at a time per process:
+    # two use both cores of a small machine). Each has `api_threads` threads.
+    api_processes: int = 2
     # Threads that run the API's database work (each holds at most one pooled connection).
     api_threads: int = 16
+    # One log line per HTTP request (uvicorn's access log); off by default, it costs
+    # throughput and the task events already record what happened.
+    access_log: bool = False
     # Worker behaviour. Workers are woken when a task is queued (LISTEN/NOTIFY on
     # PostgreSQL, a loopback datagram on SQLite); this is only the safety-net poll.
     worker_poll_seconds: float = 2.0
@@ -62,12 +73,31 @@ class Settings(BaseSettings):
     # Reject a nonce that looks like a unix time further than this from now (0: no check).
     nonce_max_skew_seconds: int = 0
     default_max_running_tasks: int = 0  # 0 = unlimited, per new project
+    # Reverse proxies whose X-Forwarded-For/-Proto headers are believed (comma-separated
+    # addresses or CIDRs, "*" for any). Empty: the headers are ignored and the client address
+    # the IP allow-lists check is the connection's own.
+    trusted_proxies: str = ""
 
     # Callbacks.
     callback_allow_private: bool = False
     callback_timeout_seconds: float = 10.0
     callback_max_attempts: int = 5
     callback_backoff_seconds: float = 2.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for entry in _split(value):
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"not an address or CIDR: {entry!r}") from exc
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split(self.trusted_proxies)
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -1,5 +1,6 @@
 """Test and benchmark support shipped with the package: a signed client for any toonforge
-server (in process or over HTTP) and an in-process app on a database of its own.
+server (in process or over HTTP), an in-process app on a database of its own, and
+`toonforge serve` in a subprocess (`ServeProcess`).
 
 `tests/` and `bench/` both import this, so a request is signed one way everywhere.
 """
@@ -8,9 +9,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,3 +111,136 @@ def in_process_app(settings: Settings, **app_options: Any) -> Iterator[tuple[Any
             yield tc, services
     finally:
         services.close()
+
+
+# -- `toonforge serve` in a subprocess ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a toonforge process of a test's own: no TOONFORGE_ setting of the
+    caller leaks in, offline mode, tiny weights shared through TOONFORGE_TEST_TINY_DIR."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOONFORGE_")}
+    env.update(HF_HUB_OFFLINE="1", TOONFORGE_DATA_DIR=str(data_dir), TOONFORGE_TINY="true")
+    # One API process (the default is two): tests start many servers, and serve's children
+    # are then its workers only. Tests of several API processes set it themselves.
+    env["TOONFORGE_API_PROCESSES"] = "1"
+    # Tiny weights are built once per test run and shared by every server.
+    if os.environ.get("TOONFORGE_TEST_TINY_DIR"):
+        env["TOONFORGE_TINY_DIR"] = os.environ["TOONFORGE_TEST_TINY_DIR"]
+    if database_url:
+        env["TOONFORGE_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def create_keys(env: dict[str, str], mode: str = "signature", **opts: str) -> dict[str, Any]:
+    """`toonforge keys create --json` in that environment (it migrates the database)."""
+    cmd = [sys.executable, "-m", "toonforge", "keys", "create", "--json", "--mode", mode]
+    for k, v in opts.items():
+        cmd += [f"--{k.replace('_', '-')}", v]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+class ServeProcess:
+    """`toonforge serve` in a subprocess (its own session), exactly as a user starts it; the
+    output goes to `log_path` in the data folder."""
+
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, workers: int = 1, **extra_env: str
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = base_env(
+            data_dir,
+            database_url,
+            TOONFORGE_PORT=str(self.port),
+            TOONFORGE_WORKERS=str(workers),
+            **extra_env,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"serve-{self.port}.log"
+        self.keys: dict[str, Any] = {}
+
+    def create_keys(self, mode: str = "signature", **opts: str) -> dict[str, Any]:
+        """A new project on this server's database; the first one becomes `keys`."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        keys = create_keys(self.env, mode, **opts)
+        self.keys = self.keys or keys
+        return keys
+
+    def start(self, timeout: float = 120) -> ServeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "toonforge", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"server did not start in time: {self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL to the whole session after `timeout`; the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL to serve and everything in its session (its workers)."""
+        if self.proc is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def children(self) -> list[int]:
+        """Process ids of serve's live children (its workers), read from /proc (Linux). Each
+        thread has its own list: workers restarted by the supervisor thread are in its."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        pids: list[int] = []
+        for path in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            try:
+                pids += [int(pid) for pid in path.read_text().split()]
+            except OSError:  # the thread ended meanwhile
+                continue
+        return sorted(set(pids))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def spawn_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """A `toonforge worker` on this server's database (the caller stops it)."""
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "toonforge", "worker"],
+                env={**self.env, **extra_env},
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
@@ -87,9 +88,13 @@ class Worker:
             if remaining <= 0 or self.wake.wait(min(remaining, 0.25)):
                 return
 
-    def run_forever(self) -> None:
+    def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Claim and run tasks until `stopping` is set; `on_ready` is called once, before
+        the first claim (`serve` restarts a worker that dies after that at once)."""
         self.listen()
         log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
+        if on_ready is not None:
+            on_ready()
         while not self.stopping.is_set():
             try:
                 # Cleared before looking, so a task queued while we look wakes us again.
