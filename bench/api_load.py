@@ -239,7 +239,8 @@ def database(backend: str) -> Iterator[str | None]:
 
 @contextmanager
 def serving(data_dir: Path, url: str | None, workers: int) -> Iterator[ServeProcess]:
-    srv = ServeProcess(data_dir, url, workers)
+    # serve's own default number of API processes (the test harness pins one).
+    srv = ServeProcess(data_dir, url, workers, TOONFORGE_API_PROCESSES=API_PROCESSES[0])
     try:
         yield srv
     finally:
@@ -409,6 +410,9 @@ def report(
         )
 
 
+API_PROCESSES = ["2"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -418,7 +422,13 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--tasks", type=int, default=20, help="tasks for the fixed cost (0: skip)")
     parser.add_argument("--no-load", action="store_true", help="skip the wrk points")
+    parser.add_argument(
+        "--api-processes",
+        default="2",
+        help="TOONFORGE_API_PROCESSES of the servers (serve's default: 2)",
+    )
     args = parser.parse_args()
+    API_PROCESSES[0] = args.api_processes
     if shutil.which("wrk") is None:
         print(WRK_HINT)
         return 2

@@ -23,9 +23,10 @@ from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.hub import EventHub
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.ids import parse_id
 from toonforge.tasks.models import CallbackDelivery, Task
 from toonforge.tasks.projects import ProjectInfo
-from toonforge.tasks.record import task_record
+from toonforge.tasks.record import read_task_view, task_record
 from toonforge.tasks.store import cancel_queued, find_task, request_kill
 from toonforge.tasks.uploads import remove_task_uploads
 
@@ -46,7 +47,7 @@ def _lookup(session: Session, project: ProjectInfo, body: dict[str, Any]) -> Tas
     return task
 
 
-def _record(services: Services, session: Session, task: Task) -> dict[str, Any]:
+def _record(services: Services, session: Session, task: Any) -> dict[str, Any]:
     # Only a task run with a callbackUrl has deliveries: no query for the others.
     deliveries = (
         list(
@@ -69,8 +70,17 @@ def _record(services: Services, session: Session, task: Task) -> dict[str, Any]:
 
 @router.post("/v1/Task/Detail")
 def detail(body: BodyDep, project: ProjectDep, services: ServicesDep) -> dict[str, Any]:
+    taskid = str_field(body, "taskid")
+    token = str_field(body, "tasktoken", "socketaccesstoken")
+    if not taskid and not token:
+        raise ApiError("taskid or socketaccesstoken is required", code=GENERAL)
+    number = parse_id(taskid) if taskid else None
     with services.read_sessions() as session:
-        task = _lookup(session, project, body)
+        task = None
+        if number is not None or not taskid:
+            task = read_task_view(session, project.id, taskid=number, token=token or None)
+        if task is None:
+            raise ApiError(NO_TASK, code=NOT_FOUND)
         return ok(total="1", tasklist=[_record(services, session, task)])
 
 

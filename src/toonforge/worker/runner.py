@@ -119,20 +119,18 @@ class TaskRunner:
                 log.exception("heartbeat for task %s failed", task_id)
 
     def _run(self, task_id: int, stop: threading.Event) -> None:
-        with self.services.sessions() as session:
-            task = held_by(session, task_id, self.worker_id)
-            if task is None:
-                return
+        def begin(session: Any, task: Task) -> tuple[Manifest | None, dict[str, Any], str, bool]:
+            # The claim itself moved the task to task_accept; reading the request is all
+            # the preprocessing there is, so its statuses share one transaction.
+            for status in (lc.PREPROCESS_START, lc.PREPROCESS_END, lc.ASSIGN):
+                advance(session, task, status)
             manifest = self.services.catalog.by_key(task.tool_key)
-            params = dict(task.parameters)
-            tool_key = task.tool_key
-            session.commit()
-        # The claim itself moved the task to task_accept.
-        killed = self._advance(task_id, lc.PREPROCESS_START)
+            return manifest, dict(task.parameters), task.tool_key, task.kill_requested
+
+        manifest, params, tool_key, killed = self._tx(task_id, begin)
         if manifest is None:
             self._fail(task_id, f"tool {tool_key} is not in this worker's catalog")
             return
-        killed = self._advance(task_id, lc.PREPROCESS_END, lc.ASSIGN) or killed
         if killed:
             self._cancel(task_id)
             return
