@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support import Client, Server, base_env, create_keys
-from toonforge.services import Services
-from toonforge.testing import Keys, SignedClient, in_process_app, new_project, settings_for_test
+from toonforge.testing import (
+    InProcess,
+    SignedClient,
+    in_process_app,
+    new_project,
+    settings_for_test,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TOONFORGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -111,20 +115,6 @@ def make_server(tmp_path: Path, backend: str, database_factory: Any) -> Iterator
     yield make
     for srv in servers:
         srv.stop()
-
-
-@dataclass
-class InProcess:
-    """The app in this process (Starlette's TestClient), its services and a signed client."""
-
-    http: Any
-    services: Services
-    keys: Keys
-    client: SignedClient
-
-    def project(self, mode: str = "signature", **opts: Any) -> SignedClient:
-        """A signed client of another, new project."""
-        return SignedClient(self.http, new_project(self.services, mode=mode, **opts))
 
 
 @pytest.fixture

@@ -83,6 +83,20 @@ class SignedClient:
         return dict(data)
 
 
+@dataclass
+class InProcess:
+    """The app in this process (Starlette's TestClient), its services and a signed client."""
+
+    http: Any  # the TestClient
+    services: Services
+    keys: Keys
+    client: SignedClient
+
+    def project(self, mode: str = "signature", **opts: Any) -> SignedClient:
+        """A signed client of another, new project."""
+        return SignedClient(self.http, new_project(self.services, mode=mode, **opts))
+
+
 def new_project(services: Services, *, mode: str = "signature", **opts: Any) -> Keys:
     with services.sessions() as session:
         creds = create_project(session, name=opts.pop("name", "test"), auth_mode=mode, **opts)

@@ -8,9 +8,8 @@ import threading
 
 import pytest
 
-from conftest import InProcess
 from toonforge.api.body import MAX_BODY_BYTES
-from toonforge.testing import signed_headers
+from toonforge.testing import InProcess, signed_headers
 
 CARTOON = "/v1/Run/futurist/cartoonmix-v1-0"
 SMALL = {"prompt": "a cat", "samples": 1, "steps": 2, "width": 64, "height": 64}

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from conftest import InProcess
 from toonforge.catalog.search import SORTS
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.models import Task
+from toonforge.testing import InProcess
 
 TOOLS = {
     "1": "futurist/CartoonMix v1.0",

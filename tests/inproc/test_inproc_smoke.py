@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import InProcess
+from toonforge.testing import InProcess
 
 
 def test_detail_of_missing_task_is_not_found(inproc: InProcess) -> None:

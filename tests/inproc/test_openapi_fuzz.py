@@ -27,10 +27,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import ignored_auth
 
-from conftest import InProcess
 from toonforge.api.app import create_app
 from toonforge.services import build_services
-from toonforge.testing import Keys, new_project, settings_for_test, signed_headers
+from toonforge.testing import InProcess, Keys, new_project, settings_for_test, signed_headers
 
 EXAMPLES = int(os.environ.get("TOONFORGE_FUZZ_EXAMPLES", "12"))
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import InProcess
-from toonforge.testing import SignedClient
+from toonforge.testing import InProcess, SignedClient
 
 CARTOON = "/v1/Run/futurist/CartoonMix%20v1.0"
 VIDEO = "/v1/Run/wiro/animate-diff"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import InProcess
 from toonforge.testing import (
+    InProcess,
     SignedClient,
     in_process_app,
     new_project,
