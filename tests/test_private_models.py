@@ -52,14 +52,16 @@ def checkpoint() -> Path:
     return ensure_tiny_sd15(Path(os.environ["TOONFORGE_TEST_TINY_DIR"])).checkpoint
 
 
-def add(client: Client, name: str, data: bytes, filename: str = "mine.safetensors") -> Any:
+def add(
+    client: Client, name: str, data: bytes, filename: str = "mine.safetensors", status: int = 200
+) -> Any:
     r = client.http.post(
         "/v1/PrivateModel/Add",
         headers=client.headers(),
         data={"name": name},
         files={"file": (filename, data, "application/octet-stream")},
     )
-    assert r.status_code == 200
+    assert r.status_code == status, r.text
     return r.json()
 
 
@@ -143,7 +145,7 @@ def test_bad_uploads_are_refused(alice: Client, server: Server, checkpoint: Path
 
 def test_an_upload_over_the_size_limit_is_refused(alice: Client, server: Server) -> None:
     before = listed(alice)
-    r = add(alice, "too-big", bytes(11 * 1024 * 1024))
+    r = add(alice, "too-big", bytes(11 * 1024 * 1024), status=413)
     assert r["result"] is False
     message = r["errors"][0]["message"]
     assert message.startswith("Request parameter [file] is larger than 0.00976562 GB"), message

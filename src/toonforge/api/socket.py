@@ -50,8 +50,11 @@ def _frame(task: Task, type_: str, message: Any) -> dict[str, Any]:
 
 def _snapshot(services: Services, token: str) -> tuple[Task, int] | None:
     """The task now and the id of its last event, read together so nothing is missed or
-    sent twice between the first frame and the stream."""
+    sent twice between the first frame and the stream: one snapshot of the database
+    (SQLite's read transaction is one; PostgreSQL needs REPEATABLE READ for it)."""
     with services.read_sessions() as session:
+        if services.db.dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         task = session.scalar(select(Task).where(Task.socket_token == token))
         if task is None:
             return None
