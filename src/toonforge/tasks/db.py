@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,11 @@ from sqlalchemy import ColumnElement, Engine, Select, create_engine, event, upda
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: processes there rely on SQLite's own lock
+    fcntl = None  # type: ignore[assignment]
 
 # What a database that cannot answer now raises (down, restarting, locked past the busy
 # timeout, no free pooled connection), as opposed to a bug in a statement.
@@ -65,11 +72,11 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cur.close()
 
-    # One writer per process at a time: SQLite admits one writer anyway, and threads that
-    # wait here queue in order, where threads waiting on SQLite's own lock sleep and retry
-    # (1, 2, 5 … 100 ms), which made throughput fall and latency soar as writers were added.
-    # Across processes SQLite's lock still decides.
-    write_lock = threading.Lock()
+    # One writer at a time, decided before SQLite is asked: SQLite admits one writer anyway,
+    # and a writer waiting on SQLite's own lock sleeps and retries (1, 2, 5 … 100 ms), which
+    # made throughput fall and latency soar as writers were added. Threads of a process queue
+    # on a lock; processes (API processes, workers) on a lock file beside the database.
+    write_lock = WriteLock(Path(path + ".writelock") if path and path != ":memory:" else None)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -80,7 +87,7 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         if conn.get_execution_options().get(READONLY_OPTION, False):
             conn.exec_driver_sql("BEGIN")
             return
-        if not write_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+        if not write_lock.acquire(SQLITE_BUSY_SECONDS):
             raise OperationalError(
                 "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
             )
@@ -106,6 +113,39 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
             write_lock.release()
 
     return engine
+
+
+class WriteLock:
+    """A lock for this process's threads, then (with a file) for every process on the
+    database: `flock` on the file, tried every half millisecond until the deadline (a
+    blocking `flock` cannot time out, and a writer must be answered 503, not hang)."""
+
+    POLL_SECONDS = 0.0005
+
+    def __init__(self, file: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(file, os.O_CREAT | os.O_RDWR, 0o600) if file and fcntl else None
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self._threads.acquire(timeout=timeout):
+            return False
+        if self._fd is None:
+            return True
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._threads.release()
+                    return False
+                time.sleep(self.POLL_SECONDS)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)  # type: ignore[union-attr]
+        self._threads.release()
 
 
 READONLY_OPTION = "toonforge_readonly"
