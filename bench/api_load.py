@@ -46,18 +46,8 @@ from typing import Any
 import httpx
 
 from toonforge.api.auth import signature_for
-from toonforge.testing import Keys, ServeProcess, signed_headers
+from toonforge.testing import CARTOON, SMALL, Keys, ServeProcess, signed_headers
 
-CARTOON = "futurist/CartoonMix%20v1.0"
-SMALL = {
-    "prompt": "a cat",
-    "negativePrompt": "",
-    "samples": 1,
-    "steps": 3,
-    "width": 64,
-    "height": 64,
-    "seed": "1",
-}
 TINY_TASK = {**SMALL, "steps": 1}
 POSTGRES_ADMIN_URL = os.environ.get(
     "TOONFORGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -13,17 +13,6 @@ from toonforge.api.auth import signature_for
 from toonforge.testing import ServeProcess, base_env, create_keys, free_port
 
 TERMINAL = ("task_postprocess_end", "task_cancel")
-CARTOON = "futurist/CartoonMix%20v1.0"
-# A CartoonMix job that takes a fraction of a second on the tiny stand-ins.
-SMALL = {
-    "prompt": "a cat",
-    "negativePrompt": "",
-    "samples": 1,
-    "steps": 3,
-    "width": 64,
-    "height": 64,
-    "seed": "1",
-}
 
 
 # `toonforge serve` in a subprocess; the package's own helper, shared with bench/.

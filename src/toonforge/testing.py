@@ -28,6 +28,19 @@ from toonforge.services import Services, build_services
 from toonforge.settings import Settings, load_settings
 from toonforge.tasks.projects import create_project
 
+# The page's own slug, URL-encoded, and a CartoonMix job of a fraction of a second on the
+# tiny stand-ins.
+CARTOON = "futurist/CartoonMix%20v1.0"
+SMALL = {
+    "prompt": "a cat",
+    "negativePrompt": "",
+    "samples": 1,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+    "seed": "1",
+}
+
 _NONCES = itertools.count(int(time.time() * 1000) * 1000)
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 from openapi_spec_validator import validate
+from photo_toon import PHOTO_TOON
 from sqlalchemy import update
 
 from toonforge.api.openapi import PUBLIC, SIGNED, app_routes, build_openapi
@@ -298,29 +299,6 @@ def test_the_assets_are_the_ones_the_package_ships() -> None:
 # What the app really answers, checked against the document: every answer below validates
 # against its documented schema, and every field of a documented record is in the document.
 
-PHOTO_TOON = {
-    "id": "901",
-    "owner": "acme",
-    "slug": "Photo-Toon",
-    "title": "acme/Photo-Toon",
-    "description": "Turns a photo into a cartoon.",
-    "cover": "https://example.com/cover.png",
-    "categories": ["model", "image-to-image"],
-    "tags": ["cartoon"],
-    "cps": "0.001",
-    "inputs": [
-        {
-            "name": "inputImage",
-            "label": "input-image",
-            "help": "input-image-help",
-            "type": "fileinput",
-            "required": True,
-        },
-        {"name": "styleImage", "label": "style-image", "help": "", "type": "fileinput"},
-        {"name": "prompt", "label": "prompt", "help": "", "type": "textarea", "default": "toon"},
-    ],
-    "backend": {"family": "sd15"},
-}
 PHOTO_RUN = "/v1/Run/acme/photo-toon"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from photo_toon import PHOTO_TOON
 
 from toonforge.testing import (
     InProcess,
@@ -25,42 +26,6 @@ from toonforge.testing import (
 LIMIT_MB = 0.01  # 10485 bytes
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 2000
 RUN = "/v1/Run/acme/Photo-Toon"
-
-# A tool with a file input, as the hosted docs describe one (type `fileinput`).
-PHOTO_TOON = {
-    "id": "901",
-    "owner": "acme",
-    "slug": "Photo-Toon",
-    "title": "acme/Photo-Toon",
-    "description": "Turns a photo into a cartoon.",
-    "cover": "https://example.com/cover.png",
-    "categories": ["model", "image-to-image"],
-    "tags": ["cartoon"],
-    "cps": "0.001",
-    "inputs": [
-        {
-            "name": "inputImage",
-            "label": "input-image",
-            "help": "input-image-help",
-            "type": "fileinput",
-            "required": True,
-        },
-        {
-            "name": "styleImage",
-            "label": "style-image",
-            "help": "style-image-help",
-            "type": "fileinput",
-        },
-        {
-            "name": "prompt",
-            "label": "prompt",
-            "help": "prompt-help",
-            "type": "textarea",
-            "default": "toon",
-        },
-    ],
-    "backend": {"family": "sd15"},
-}
 
 
 @pytest.fixture

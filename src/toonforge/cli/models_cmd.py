@@ -15,6 +15,7 @@ from toonforge.catalog import Catalog, Manifest, load_catalog
 from toonforge.catalog.weights_plan import Needed, needed_weights
 from toonforge.cli.common import settings_from_args
 from toonforge.engine.weights import find_local_file
+from toonforge.processes import pid_alive
 from toonforge.settings import Settings
 
 CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/*.txt"]
@@ -52,16 +53,6 @@ def _find(catalog: Catalog, name: str) -> Manifest:
     return manifest
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
     """What running workers have in memory, from the files they publish
     (`<data>/state/loaded/<pid>.json`, written by the engine runtime after each task)."""
@@ -73,7 +64,7 @@ def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         pid = int(doc.get("pid", 0))
-        if not pid or not _pid_alive(pid):
+        if not pid or not pid_alive(pid):
             continue
         for part in doc.get("parts", []):
             out.append({**part, "pid": pid, "device": doc.get("device", "")})

@@ -27,6 +27,8 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from toonforge.processes import pid_alive
+
 log = logging.getLogger("toonforge.notify")
 
 QUEUE = "toonforge_queue"  # payload: the tool key of a task that became claimable
@@ -101,7 +103,7 @@ class Notifier:
             pid_text, _, port_text = entry.stem.partition("-")
             if not (pid_text.isdigit() and port_text.isdigit()):
                 continue
-            if not _alive(int(pid_text)):
+            if not pid_alive(int(pid_text)):
                 entry.unlink(missing_ok=True)
                 continue
             ports.append(int(port_text))
@@ -126,16 +128,6 @@ class Notifier:
                 self._send_sock = None
         if listener is not None:
             listener.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Listener:
