@@ -10,7 +10,20 @@ from typing import Any
 import httpx
 
 from toonforge.api.auth import signature_for
-from toonforge.testing import ServeProcess, base_env, create_keys, free_port
+from toonforge.testing import CARTOON, SMALL, ServeProcess, base_env, create_keys, free_port
+
+# Re-exported for the test modules (shared with bench/).
+__all__ = [
+    "CARTOON",
+    "SMALL",
+    "Client",
+    "Server",
+    "base_env",
+    "create_keys",
+    "free_port",
+    "images",
+    "run_ok",
+]
 
 TERMINAL = ("task_postprocess_end", "task_cancel")
 
