@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from toonforge.catalog import Catalog, load_catalog
+from toonforge.catalog.availability import ToolAvailability
 from toonforge.settings import Settings
 from toonforge.storage import LocalStorage
 from toonforge.tasks.db import make_engine, make_sessionmaker
@@ -29,6 +30,7 @@ class Services:
     catalog: Catalog
     storage: LocalStorage
     notifier: Notifier
+    availability: ToolAvailability
 
     def close(self) -> None:
         self.notifier.close()
@@ -54,4 +56,5 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         catalog=load_catalog(settings.extra_tools_dirs),
         storage=LocalStorage(settings.storage_dir),
         notifier=notifier,
+        availability=ToolAvailability(settings),
     )

@@ -120,8 +120,10 @@ def new_project(services: Services, *, mode: str = "signature", **opts: Any) -> 
 def settings_for_test(
     data_dir: Path, database_url: str | None = None, **overrides: Any
 ) -> Settings:
-    """Settings for a server of a test's own: its own data folder, offline mode."""
-    return load_settings(data_dir=data_dir, database_url=database_url, tiny=True, **overrides)
+    """Settings for a server of a test's own: its own data folder, offline mode (unless
+    `tiny=False` is among the overrides)."""
+    overrides.setdefault("tiny", True)
+    return load_settings(data_dir=data_dir, database_url=database_url, **overrides)
 
 
 @contextmanager

@@ -53,7 +53,13 @@ def _records(
 ) -> list[dict[str, Any]]:
     typical = typical_runs(session, [m.key for m in tools])
     return [
-        tool_record(m, services.settings, summary=summary, typical_seconds=typical[m.key])
+        tool_record(
+            m,
+            services.settings,
+            summary=summary,
+            typical_seconds=typical[m.key],
+            readiness=services.availability.of(m),
+        )
         for m in tools
     ]
 

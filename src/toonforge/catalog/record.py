@@ -6,6 +6,7 @@ import html
 from decimal import Decimal
 from typing import Any
 
+from toonforge.catalog.availability import Readiness
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.schema import parameter_groups
 from toonforge.settings import Settings
@@ -48,7 +49,9 @@ def tool_record(
     *,
     summary: bool = False,
     typical_seconds: float | None = None,
+    readiness: Readiness | None = None,
 ) -> dict[str, Any]:
+    readiness = readiness or Readiness(m.engine_ready, m.engine_note)
     record: dict[str, Any] = {
         "id": m.id,
         "title": m.title,
@@ -75,8 +78,8 @@ def tool_record(
         "averagepoint": "0.00",
         "commentcount": "0",
         "ratedusercount": "0",
-        "engineready": m.engine_ready,
-        "enginenote": m.engine_note,
+        "engineready": readiness.ready,
+        "enginenote": readiness.note,
         "offlinemode": settings.tiny,
         "triggerwords": m.backend.trigger_words,
     }

@@ -14,34 +14,11 @@ from typing import Any
 from toonforge.catalog import Catalog, Manifest, load_catalog
 from toonforge.catalog.weights_plan import Needed, needed_weights
 from toonforge.cli.common import settings_from_args
-from toonforge.engine.weights import find_local_file
+from toonforge.engine.weights import locate
 from toonforge.processes import pid_alive
 from toonforge.settings import Settings
 
 CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "tokenizer*/*", "*/*.json", "*/*.txt"]
-
-
-def _file_path(settings: Settings, need: Needed) -> Path | None:
-    assert need.file is not None
-    return find_local_file(settings, need.file)
-
-
-def _repo_path(settings: Settings, need: Needed) -> Path | None:
-    assert need.repo is not None
-    local = settings.resolved_models_dir / need.repo
-    if (local / "model_index.json").is_file() or (local / "config.json").is_file():
-        return local
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(need.repo, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
-
-
-def locate(settings: Settings, need: Needed) -> Path | None:
-    return _file_path(settings, need) if need.file else _repo_path(settings, need)
 
 
 def _find(catalog: Catalog, name: str) -> Manifest:

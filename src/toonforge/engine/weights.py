@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toonforge.catalog.manifest import Embedding, Manifest, WeightFile
+from toonforge.catalog.weights_plan import Needed
 from toonforge.engine.contract import ModelError, WeightsMissing
 from toonforge.settings import Settings
 
@@ -167,3 +168,28 @@ def _tiny_sd15(settings: Settings, manifest: Manifest) -> ResolvedWeights:
 def _tiny_name(embedding: Embedding) -> str:
     # Keep the published file's format (.pt / .safetensors) so the same loader path runs.
     return Path(embedding.file).name
+
+
+def _file_path(settings: Settings, need: Needed) -> Path | None:
+    assert need.file is not None
+    return find_local_file(settings, need.file)
+
+
+def _repo_path(settings: Settings, need: Needed) -> Path | None:
+    assert need.repo is not None
+    local = settings.resolved_models_dir / need.repo
+    if (local / "model_index.json").is_file() or (local / "config.json").is_file():
+        return local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(need.repo, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def locate(settings: Settings, need: Needed) -> Path | None:
+    """Where a needed file or repository is on this host (models folder, then the Hugging
+    Face cache), or None."""
+    return _file_path(settings, need) if need.file else _repo_path(settings, need)
