@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # .venv first (the pin is then already satisfied or can be dropped).
 TORCH ?= torch==2.13.0
 
-.PHONY: install serve test lint postgres
+.PHONY: install serve test test-fast lint postgres
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,8 @@ postgres:
 
 test: $(STAMP) lint postgres
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+# The in-process tier alone (no `serve` started, no model run): the API on a test client,
+# the store, the claim and the wake-ups, on SQLite; for a quick loop while developing.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests/inproc tests/tasks -k "not postgres"
