@@ -24,9 +24,9 @@ from toonforge.api.hub import EventHub
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
-from toonforge.tasks.models import Task
-from toonforge.tasks.record import outputs_list
-from toonforge.tasks.store import events_after, last_event_id
+from toonforge.tasks.models import Task, TaskEvent
+from toonforge.tasks.record import outputs_list, read_task_view
+from toonforge.tasks.store import last_event_id
 
 router = APIRouter()
 # Socket tokens are 30 letters and digits; anything else cannot be one (and is not looked up).
@@ -62,13 +62,19 @@ def _snapshot(services: Services, token: str) -> tuple[Task, int] | None:
         return task, last_event_id(session, task.id)
 
 
-def _poll(services: Services, task_id: int, after: int) -> tuple[Task, list[tuple[int, str, Any]]]:
+def _poll(services: Services, task_id: int, after: int) -> tuple[Any, list[tuple[int, str, Any]]]:
+    """The task's events after `after`, and the task (with its outputs) as it is now; read
+    with Core, as for every wake-up of every follower."""
+    events = TaskEvent.__table__
     with services.read_sessions() as session:
-        events = [(e.id, e.type, e.message) for e in events_after(session, task_id, after)]
-        task = session.get(Task, task_id)
+        rows = session.execute(
+            select(events.c.id, events.c.type, events.c.message)
+            .where(events.c.task_id == task_id, events.c.id > after)
+            .order_by(events.c.id)
+        ).all()
+        task = read_task_view(session, None, taskid=task_id)
         assert task is not None
-        _ = task.outputs  # load while the session is open
-        return task, events
+        return task, [(r.id, r.type, r.message) for r in rows]
 
 
 def _message_for(services: Services, task: Task, type_: str, stored: Any) -> Any:

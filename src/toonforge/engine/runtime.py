@@ -79,6 +79,7 @@ class EngineRuntime:
         self.ctx = EngineContext(settings, self.device, self.dtype, self.pool, self._release)
         # Parts hold per-call state (scheduler, active adapters): one request at a time.
         self._lock = threading.RLock()
+        self._published = ""
 
     def prepare(self, manifest: Manifest, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
@@ -156,13 +157,18 @@ class EngineRuntime:
             torch.cuda.empty_cache()
 
     def _publish(self) -> None:
-        """Write what is loaded to `<data>/state/loaded/<pid>.json` (atomically)."""
+        """Write what is loaded to `<data>/state/loaded/<pid>.json` (atomically), when it
+        changed (twice per task otherwise, on the fixed cost of every task)."""
         folder = loaded_state_dir(self.settings)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             doc = {"pid": os.getpid(), "device": str(self.device), "parts": self.loaded()}
+            text = json.dumps(doc)
+            if text == self._published:
+                return
+            folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(doc))
+            tmp.write_text(text)
             os.replace(tmp, folder / f"{os.getpid()}.json")
+            self._published = text
         except OSError as exc:  # status is informative; never fail a task for it
             logger.warning("could not publish loaded models: %s", exc)

@@ -39,12 +39,19 @@ class RowView:
 
 
 def read_task_view(
-    session: Session, project_id: int, *, taskid: int | None = None, token: str | None = None
+    session: Session,
+    project_id: int | None,
+    *,
+    taskid: int | None = None,
+    token: str | None = None,
 ) -> Any:
     """The task of this project by id or socket token, with its outputs, as `RowView`s
-    (None when there is none: another project's task included)."""
+    (None when there is none: another project's task included). `project_id` None: any
+    project's (for the WebSocket, whose token is the capability)."""
     tasks, outputs = Task.__table__, TaskOutput.__table__
-    query = select(tasks).where(tasks.c.project_id == project_id)
+    query = select(tasks)
+    if project_id is not None:
+        query = query.where(tasks.c.project_id == project_id)
     if taskid is not None:
         query = query.where(tasks.c.id == taskid)
     elif token:

@@ -62,11 +62,12 @@ class Worker:
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
             )
+            begun = self.runner.begin(session, task) if task is not None else None
             session.commit()
-        if task is None:
+        if task is None or begun is None:
             return False
         log.info("task %s (%s) claimed by %s", task.id, task.tool_key, self.worker_id)
-        self.runner.run(task.id)
+        self.runner.run(task.id, begun)
         return True
 
     def listen(self) -> None:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from toonforge.catalog import Manifest
 from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
@@ -35,6 +35,15 @@ from toonforge.worker.progress import ProgressMeter
 from toonforge.worker.redact import redact_paths
 
 log = logging.getLogger("toonforge.worker")
+
+
+class Begun(NamedTuple):
+    """A claimed task as its run starts: the tool, the inputs, and whether a kill came."""
+
+    manifest: Manifest | None
+    params: dict[str, Any]
+    tool_key: str
+    kill_requested: bool
 
 
 class TaskLost(Exception):
@@ -92,14 +101,23 @@ class TaskRunner:
 
     # -- the lifecycle ------------------------------------------------------------------------
 
-    def run(self, task_id: int) -> None:
+    def begin(self, session: Any, task: Task) -> Begun:
+        """In the claim's own transaction: the claim moved the task to task_accept, and
+        reading the request is all the preprocessing there is, so its statuses are written
+        there too (one transaction fewer per task)."""
+        for status in (lc.PREPROCESS_START, lc.PREPROCESS_END, lc.ASSIGN):
+            advance(session, task, status)
+        manifest = self.services.catalog.by_key(task.tool_key)
+        return Begun(manifest, dict(task.parameters), task.tool_key, task.kill_requested)
+
+    def run(self, task_id: int, begun: Begun) -> None:
         stop = threading.Event()
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(task_id, stop), name=f"heartbeat-{task_id}", daemon=True
         )
         heartbeat.start()
         try:
-            self._run(task_id, stop)
+            self._run(task_id, begun)
         except TaskLost:
             log.warning("task %s: lease lost, another worker has it; stopping", task_id)
         finally:
@@ -118,16 +136,8 @@ class TaskRunner:
             except Exception:  # a database blip: the next beat tries again
                 log.exception("heartbeat for task %s failed", task_id)
 
-    def _run(self, task_id: int, stop: threading.Event) -> None:
-        def begin(session: Any, task: Task) -> tuple[Manifest | None, dict[str, Any], str, bool]:
-            # The claim itself moved the task to task_accept; reading the request is all
-            # the preprocessing there is, so its statuses share one transaction.
-            for status in (lc.PREPROCESS_START, lc.PREPROCESS_END, lc.ASSIGN):
-                advance(session, task, status)
-            manifest = self.services.catalog.by_key(task.tool_key)
-            return manifest, dict(task.parameters), task.tool_key, task.kill_requested
-
-        manifest, params, tool_key, killed = self._tx(task_id, begin)
+    def _run(self, task_id: int, begun: Begun) -> None:
+        manifest, params, tool_key, killed = begun
         if manifest is None:
             self._fail(task_id, f"tool {tool_key} is not in this worker's catalog")
             return
