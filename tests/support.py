@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ __all__ = [
     "free_port",
     "images",
     "run_ok",
+    "workers_paused",
 ]
 
 TERMINAL = ("task_postprocess_end", "task_cancel")
@@ -102,3 +107,18 @@ def images(task: dict[str, Any]) -> list[Any]:
 
 
 __all__ = ["Server", "base_env", "create_keys", "free_port"]
+
+
+@contextmanager
+def workers_paused(server: Server) -> Iterator[None]:
+    """Hold every worker of `server` still (SIGSTOP) and let them go on afterwards: a task
+    seen running stays running, with no race against its last step, while the test acts."""
+    pids = server.children()
+    assert pids, "the server has no worker to hold"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from support import CARTOON, SMALL, Client, Server
+from support import CARTOON, SMALL, Client, Server, workers_paused
 
 # Long enough on the tiny model to be caught mid-run.
 SLOW = {**SMALL, "steps": 150, "width": 256, "height": 256, "samples": 2}
@@ -135,20 +135,24 @@ def test_cancel_queued_and_not_running(make_server: Any) -> None:
         worker.wait(30)
 
 
-def test_running_task_is_not_cancellable(client: Client) -> None:
+def test_running_task_is_not_cancellable(server: Server, client: Client) -> None:
     data = client.run(CARTOON, SLOW)
     client.wait(data["taskid"], until=("task_output",), timeout=120)
-    r = client.post("/v1/Task/Cancel", {"taskid": data["taskid"]}).json()
+    with workers_paused(server):  # still running, whatever the machine's speed
+        r = client.post("/v1/Task/Cancel", {"taskid": data["taskid"]}).json()
     assert r["errors"][0] == {"code": 1, "message": "Task is not in a cancellable state."}
     assert "use Task/Kill" in r["errors"][1]["message"]
     client.post("/v1/Task/Kill", {"taskid": data["taskid"]})
     assert client.wait(data["taskid"])["status"] == "task_cancel"
 
 
-def test_io_delete_refuses_running_task(client: Client) -> None:
+def test_io_delete_refuses_running_task(server: Server, client: Client) -> None:
     data = client.run(CARTOON, SLOW)
     client.wait(data["taskid"], until=("task_output",), timeout=120)
-    r = client.post("/v1/Task/InputOutputDelete", {"tasktoken": data["socketaccesstoken"]}).json()
+    with workers_paused(server):
+        r = client.post(
+            "/v1/Task/InputOutputDelete", {"tasktoken": data["socketaccesstoken"]}
+        ).json()
     assert r["errors"][0]["message"] == "Task must be completed or cancelled before deleting files"
     client.post("/v1/Task/Kill", {"taskid": data["taskid"]})
     client.wait(data["taskid"])
