@@ -46,7 +46,14 @@ from typing import Any
 import httpx
 
 from toonforge.api.auth import signature_for
-from toonforge.testing import CARTOON, SMALL, Keys, ServeProcess, signed_headers
+from toonforge.testing import (
+    CARTOON,
+    SMALL,
+    Keys,
+    ServeProcess,
+    fresh_postgres_database,
+    signed_headers,
+)
 
 TINY_TASK = {**SMALL, "steps": 1}
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -202,28 +209,11 @@ def new_nonce() -> str:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"toonforge_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
 def database(backend: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
     else:
-        with postgres_database() as url:
+        with fresh_postgres_database(POSTGRES_ADMIN_URL, "toonforge_bench") as url:
             yield url
 
 

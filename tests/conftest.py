@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from support import Client, Server, base_env, create_keys
 from toonforge.testing import (
     InProcess,
     SignedClient,
+    fresh_postgres_database,
     in_process_app,
     new_project,
     settings_for_test,
@@ -31,26 +31,21 @@ def _shared_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def _postgres_database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    from sqlalchemy import create_engine, text
+    """A fresh database on the local PostgreSQL server, dropped afterwards (skipped where
+    there is no server, except in CI)."""
     from sqlalchemy.exc import OperationalError
 
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"toonforge_test_{uuid.uuid4().hex[:10]}"
+    databases = fresh_postgres_database(POSTGRES_ADMIN_URL)
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = databases.__enter__()
     except OperationalError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        databases.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -108,6 +109,26 @@ class InProcess:
     def project(self, mode: str = "signature", **opts: Any) -> SignedClient:
         """A signed client of another, new project."""
         return SignedClient(self.http, new_project(self.services, mode=mode, **opts))
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str, prefix: str = "toonforge_test") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server `admin_url` reaches, dropped at the
+    end (its URL is yielded). Connection errors are the caller's to handle."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def new_project(services: Services, *, mode: str = "signature", **opts: Any) -> Keys:

@@ -5,13 +5,34 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 
 class Storage(Protocol):
-    def put(self, key: str, data: bytes) -> int: ...
-    def put_file(self, key: str, source: BinaryIO) -> int: ...
+    def put(self, key: str, data: bytes) -> int:
+        return self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, source: BinaryIO) -> int:
+        """Copy a file object in, in chunks (uploads may be large)."""
+        return self._write(key, lambda fh: shutil.copyfileobj(source, fh, 1024 * 1024))
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> int:
+        """Write through a temporary file beside the target, renamed into place; the size."""
+        target = self._resolve(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fill(fh)
+                size = fh.tell()
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
+
     def path(self, key: str) -> Path | None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
