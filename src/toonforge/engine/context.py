@@ -48,6 +48,8 @@ class EngineContext:
         replaced file is loaded again. `estimate_bytes` lets the pool evict before loading, so
         that the old and the new part are not both in memory.
         """
+        # One copy per dtype: two tools on the same files may run at different precisions.
+        key = f"{key}@{str(self.dtype).removeprefix('torch.')}"
         cached = self.pool.get(key)
         if cached is not None:
             self.pool.note_user(key, self.tool)
@@ -66,6 +68,8 @@ class EngineContext:
         self.events.append({"part": key, "reused": False, "load_seconds": round(seconds, 3)})
         return value
 
-    def begin(self, tool: str) -> None:
+    def begin(self, tool: str, dtype: torch.dtype | None = None) -> None:
         self.tool = tool
         self.events = []
+        if dtype is not None:
+            self.dtype = dtype

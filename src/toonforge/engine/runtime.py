@@ -27,6 +27,7 @@ from toonforge.catalog.manifest import Manifest
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
 from toonforge.engine.pool import PipelinePool
+from toonforge.engine.precision import DTYPES, Precision, choose_precision
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -37,7 +38,6 @@ FAMILY_MODULES = {
     "flux": "toonforge.engine.flux",
     "animatediff": "toonforge.engine.animatediff",
 }
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
 
@@ -56,12 +56,10 @@ def select_device(name: str) -> torch.device:
 
 
 def select_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        # Half precision halves memory on GPUs; on CPU it is slow or unsupported.
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ModelError(f"dtype: unknown dtype {name!r}; expected auto or one of {list(_DTYPES)}")
-    return _DTYPES[name]
+    """The worker-wide default (SD families); each tool's own is `EngineRuntime.precision`."""
+    if name != "auto" and name not in DTYPES:
+        raise ModelError(f"dtype: unknown dtype {name!r}; expected auto or one of {list(DTYPES)}")
+    return choose_precision("sd15", device, name).dtype
 
 
 def loaded_state_dir(settings: Settings) -> Path:
@@ -73,6 +71,11 @@ class EngineRuntime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.device = select_device(settings.device)
+        if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            # Pinned to one GPU: allocations without an explicit index land there too.
+            torch.cuda.set_device(self.device)
         self.dtype = select_dtype(settings.dtype, self.device)
         budget = int(settings.model_memory_budget_gb * 1024**3)
         self.pool = PipelinePool(budget, on_evict=lambda key, _: logger.info("unloading %s", key))
@@ -85,12 +88,16 @@ class EngineRuntime:
         """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
+            precision = self._begin(manifest)
             try:
                 info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
             finally:
                 self._publish()
             info.setdefault("tiny", self.settings.tiny)
+            info["precision"] = precision.name
+            info["device"] = self.device_name
+            if precision.note:
+                info["precision_note"] = precision.note
             info["reused"] = all(e["reused"] for e in self.ctx.events)
             info["parts"] = list(self.ctx.events)
             return info
@@ -104,7 +111,7 @@ class EngineRuntime:
     ) -> GenerationResult:
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
+            self._begin(manifest)
             try:
                 result = family.generate(self.ctx, manifest, params, on_step, should_stop)
             finally:
@@ -118,8 +125,26 @@ class EngineRuntime:
         code that inspects a pipeline, such as prompt token counting."""
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
+            self._begin(manifest)
             return family.model_for(self.ctx, manifest, self._params(manifest, params))
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device)
+
+    def precision(self, manifest: Manifest) -> Precision:
+        """The dtype this tool runs in on this worker's device."""
+        try:
+            return choose_precision(
+                manifest.backend.family, self.device, self.settings.dtype, manifest.backend.dtype
+            )
+        except ValueError as exc:
+            raise ModelError(str(exc)) from exc
+
+    def _begin(self, manifest: Manifest) -> Precision:
+        precision = self.precision(manifest)
+        self.ctx.begin(manifest.key, precision.dtype)
+        return precision
 
     def unload_all(self) -> None:
         with self._lock:
