@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     # auto (the family's own: bfloat16 for FLUX, float16 for the others on GPUs, float32 on
     # the CPU) | float32 | float16 | bfloat16, for every tool.
     dtype: str = "auto"
+    # Throughput knobs (engine/tuning.py says when each helps). auto: on for GPUs.
+    vae_slicing: Literal["auto", "on", "off"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    channels_last: bool = False
+    # torch.compile of the denoiser after load (with a short warm-up run): off | default |
+    # reduce-overhead | max-autotune.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     # Loaded pipelines are kept between tasks, least recently used evicted past this budget.
     model_memory_budget_gb: float = 16.0
     # Largest private base model a project may upload (an SD 1.5 checkpoint with EMA weights

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from toonforge.engine.pool import PipelinePool, measure_bytes
+from toonforge.engine.tuning import tune_pipeline
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -59,13 +60,17 @@ class EngineContext:
             self.release()
         started = time.monotonic()
         value = load()
+        tuning = (
+            tune_pipeline(value.pipe, self.settings, self.device) if hasattr(value, "pipe") else {}
+        )
         seconds = time.monotonic() - started
         size = measure_bytes(value)
         logger.info("loaded part %s in %.2fs (%.1f MB)", key, seconds, size / 1e6)
         if self.pool.put(key, value, size):
             self.release()
         self.pool.note_user(key, self.tool)
-        self.events.append({"part": key, "reused": False, "load_seconds": round(seconds, 3)})
+        event = {"part": key, "reused": False, "load_seconds": round(seconds, 3)}
+        self.events.append({**event, "tuning": tuning} if tuning else event)
         return value
 
     def begin(self, tool: str, dtype: torch.dtype | None = None) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,8 @@ class EngineRuntime:
             finally:
                 self._publish()
             info.setdefault("tiny", self.settings.tiny)
+            if self.settings.compile != "off" and not all(e["reused"] for e in self.ctx.events):
+                info["warmup_seconds"] = self._warm_up(family, manifest)
             info["precision"] = precision.name
             info["device"] = self.device_name
             if precision.note:
@@ -127,6 +130,20 @@ class EngineRuntime:
             family = self._family(manifest)
             self._begin(manifest)
             return family.model_for(self.ctx, manifest, self._params(manifest, params))
+
+    def _warm_up(self, family: Any, manifest: Manifest) -> float:
+        """One short run at the page's defaults after a load with torch.compile on, so the
+        compilation is not paid by the first user's task."""
+        events = list(self.ctx.events)
+        params = {**self._params(manifest, None), "steps": 2}
+        started = time.monotonic()
+        try:
+            family.generate(self.ctx, manifest, params, lambda _s, _t: None, lambda: False)
+        except ModelError as exc:
+            logger.warning("warm-up of %s failed: %s", manifest.key, exc)
+        finally:
+            self.ctx.events = events
+        return round(time.monotonic() - started, 3)
 
     @property
     def device_name(self) -> str:
