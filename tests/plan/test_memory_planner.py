@@ -105,6 +105,14 @@ def test_preference_order_on_a_16_gb_card() -> None:
     flux = plan_tool(FLUX[0], cuda(16))
     assert (flux.strategy, flux.quantization, flux.use_stream) == ("group", "none", True)
     assert flux.host_gb == flux.weights_gb  # offloaded weights wait in host memory
+    types = {p.name: p.offload_type for p in flux.parts}
+    assert types == {
+        "transformer": "block_level",  # its transformer_blocks / single_transformer_blocks
+        "text_encoder": "leaf_level",  # a transformers model: no top-level block list
+        "text_encoder_2": "leaf_level",
+        "vae": "leaf_level",
+    }
+    assert {p.offload_type for p in sd15.parts} == {""}
 
 
 def test_host_memory_moves_flux_to_lower_precision() -> None:

@@ -5,8 +5,22 @@ it measures the device (or takes TOONFORGE_GPU_MEMORY_GB), applies the overrides
 (TOONFORGE_OFFLOAD / TOONFORGE_QUANTIZATION, then the manifest's backend.offload /
 backend.quantization) and the storage formats this machine has packages for, and returns
 the `Plan`: `plan.strategy` (none | group | model | sequential), `plan.quantization`
-(none | fp8 | gguf-q8_0 | ... | nf4), `plan.use_stream`, `plan.fits` and `plan.message`.
+(none | fp8 | gguf-q8_0 | ... | nf4), `plan.use_stream`, `plan.fits` and `plan.message`;
+each of `plan.parts` has its storage `dtype` and, under group offloading, its `offload_type`.
 Only measuring a CUDA device imports torch.
+
+How a plan maps onto diffusers (for the code that applies it):
+- strategy `none`: `pipe.to(device)`; `model`: `pipe.enable_model_cpu_offload(device=...)`;
+  `sequential`: `pipe.enable_sequential_cpu_offload(device=...)`;
+  `group`: per part, `diffusers.hooks.apply_group_offloading(part, onload_device=device,
+  offload_type=part.offload_type, num_blocks_per_group=1, use_stream=plan.use_stream)`
+  (diffusers models also have `part.enable_group_offload(...)`).
+- a part stored as `fp8`: `part.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+  compute_dtype=<plan.compute_dtype>)`; `gguf-*`: the FLUX transformer loaded with
+  `FluxTransformer2DModel.from_single_file(<gguf file>, quantization_config=
+  GGUFQuantizationConfig(compute_dtype=torch.bfloat16))`; `nf4`: loaded with a
+  bitsandbytes config (`load_in_4bit=True, bnb_4bit_quant_type="nf4"`, compute dtype as
+  above).
 """
 
 from __future__ import annotations

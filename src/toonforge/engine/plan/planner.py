@@ -44,6 +44,9 @@ class PartPlan:
     parameters: int
     dtype: str  # storage: float16, bfloat16, fp8, gguf-q4_k, nf4, ...
     bytes: int
+    # with strategy "group": diffusers' offload_type for this part ("block_level" for parts
+    # with top-level block lists, "leaf_level" for the others); "" otherwise
+    offload_type: str = ""
 
 
 @dataclass
@@ -69,6 +72,12 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _offload_type(spec: PartSpec, strategy: str) -> str:
+    if strategy != "group":
+        return ""
+    return "block_level" if part_count(spec.config).largest_block else "leaf_level"
 
 
 def tool_parts(manifest: Manifest, req: DefaultRequest) -> tuple[PartSpec, ...]:
@@ -160,6 +169,7 @@ def plan_tool(
             part_count(s.config).parameters,
             storage_label(part_storage(s, best.quantization), dtype),
             weight_bytes(part_count(s.config), dtype, part_storage(s, best.quantization)),
+            _offload_type(s, best.strategy),
         )
         for s in specs
     ]
