@@ -138,6 +138,11 @@ def test_overrides_narrow_the_choice() -> None:
     # forced and not fitting: said, not silently replaced
     plan = plan_tool(tool, cuda(12), offload="none", quantization="none")
     assert not plan.fits and plan.strategy == "none"
+    assert "without the forced offload/quantization, group fits" in plan.message
+    # a storage format this machine lacks is planned as asked, and said
+    plan = plan_tool(tool, cuda(24), quantization="gguf-q8_0", available=("fp8",))
+    assert plan.fits and plan.quantization == "gguf-q8_0"
+    assert "gguf-q8_0 was asked for but needs the gguf package" in plan.message
     # a storage format none of the parts takes is no quantization at all
     plan = plan_tool(_tool("futurist/CartoonMix v1.0"), cuda(12), quantization="gguf-q8_0")
     assert plan.quantization == "none"

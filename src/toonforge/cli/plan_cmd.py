@@ -11,11 +11,13 @@ from typing import Any
 
 from toonforge.catalog import load_catalog
 from toonforge.cli.common import settings_from_args
+from toonforge.cli.models_cmd import _find as find_tool
 from toonforge.engine.plan.estimate import GB
 from toonforge.engine.plan.on_device import (
     available_quantizations,
     detect_device,
     host_memory_bytes,
+    overrides,
 )
 from toonforge.engine.plan.planner import Device, Plan, plan_tool
 
@@ -64,12 +66,7 @@ def print_plan(plan: Plan) -> None:
 def plan(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     catalog = load_catalog(settings.extra_tools_dirs)
-    if args.tool:
-        from toonforge.cli.models_cmd import _find
-
-        manifests = [_find(catalog, args.tool)]
-    else:
-        manifests = list(catalog)
+    manifests = [find_tool(catalog, args.tool)] if args.tool else list(catalog)
     for flag in ("gpu_memory", "host_memory"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -86,11 +83,7 @@ def plan(args: argparse.Namespace) -> int:
     available = available_quantizations(device.kind)
     plans = []
     for m in manifests:
-        b = m.backend
-        offload = settings.offload if settings.offload != "auto" else (b.offload or "auto")
-        quant = settings.quantization
-        if quant == "auto":
-            quant = b.quantization or "auto"
+        offload, quant = overrides(m, settings)
         plans.append(
             plan_tool(
                 m,

@@ -87,14 +87,21 @@ def detect_device(settings: Settings, device: Any = None) -> Device:
     return Device("cpu", host_memory_bytes(), "host memory available")
 
 
-def plan_on_device(manifest: Manifest, settings: Settings, device: Any = None) -> Plan:
-    """The memory plan for `manifest`'s default request on this machine's device."""
-    target = detect_device(settings, device)
+def overrides(manifest: Manifest, settings: Settings) -> tuple[str, str]:
+    """(offload, quantization) forced for this tool: the settings, else the manifest's
+    backend.offload / backend.quantization, else "auto"."""
     backend = manifest.backend
     offload = settings.offload if settings.offload != "auto" else (backend.offload or "auto")
     quant = settings.quantization
     if quant == "auto":
         quant = backend.quantization or "auto"
+    return offload, quant
+
+
+def plan_on_device(manifest: Manifest, settings: Settings, device: Any = None) -> Plan:
+    """The memory plan for `manifest`'s default request on this machine's device."""
+    target = detect_device(settings, device)
+    offload, quant = overrides(manifest, settings)
     return plan_tool(
         manifest,
         target,

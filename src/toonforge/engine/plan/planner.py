@@ -190,18 +190,28 @@ def plan_tool(
         peak_module=best.peak_module,
         parts=parts,
     )
+    notes = []
+    if quantization not in ("auto", "none") and quantization not in available:
+        package = "bitsandbytes on CUDA" if quantization == "nf4" else "the gguf package"
+        notes.append(f"{quantization} was asked for but needs {package}, not available here")
     if not fits:
-        _explain(
-            plan,
-            tried,
-            device,
-            lambda r: any(
-                run(s, q, r).peak_bytes <= device.memory_bytes and fits_host(run(s, q, r))
-                for s, q in order
-            ),
-            req,
-            host_memory,
-        )
+
+        def fits_smaller(r: DefaultRequest) -> bool:
+            for s, q in order:
+                c = run(s, q, r)
+                if c.peak_bytes <= device.memory_bytes and fits_host(c):
+                    return True
+            return False
+
+        unforced = None
+        if (offload, quantization) != ("auto", "auto"):
+            for s, q in _candidates(device, "auto", "auto", available):
+                c = run(s, q)
+                if c.peak_bytes <= device.memory_bytes and fits_host(c):
+                    unforced = c
+                    break
+        notes.insert(0, _explain(plan, tried, device, fits_smaller, req, host_memory, unforced))
+    plan.message = "; ".join(notes)
     return plan
 
 
@@ -216,9 +226,11 @@ def _explain(
     fits: Any,
     req: DefaultRequest,
     host_memory: int | None,
-) -> None:
+    unforced: Candidate | None,
+) -> str:
     """Say what cannot fit: the least memory any option needs, what each strategy needs at
-    best, options held back only by host memory, and the largest smaller request that fits."""
+    best, options held back only by host memory, what fits without the forced choice, and
+    the largest smaller request that fits."""
     for strategy in STRATEGIES:
         options = [c for c in tried if c.strategy == strategy]
         if options:
@@ -238,8 +250,13 @@ def _explain(
             f"{_label(c)} would fit the device but keeps {c.host_bytes / GB:.1f} GB of "
             f"weights in host memory ({host_memory / GB:.1f} GB available)"
         )
+    if unforced is not None:
+        parts.append(
+            f"without the forced offload/quantization, {_label(unforced)} fits "
+            f"({unforced.peak_bytes / GB:.1f} GB)"
+        )
     smaller = _smaller_request(fits, req)
     parts.append(
         f"a smaller request fits: {smaller.describe()}" if smaller else "no smaller request fits"
     )
-    plan.message = "; ".join(parts)
+    return "; ".join(parts)
