@@ -165,6 +165,15 @@ def test_settings_and_manifest_overrides(monkeypatch: pytest.MonkeyPatch) -> Non
     assert plan.strategy == "sequential" and plan.memory_gb == 16
 
 
+def test_dtype_setting_is_the_compute_dtype() -> None:
+    plan = plan_on_device(FLUX[0], load_settings(gpu_memory_gb=80, dtype="float32"))
+    assert plan.compute_dtype == "float32"
+    assert 62 < plan.weights_gb < 63  # 16.8 B parameters at 4 bytes
+    assert (plan.strategy, plan.fits) == ("none", True) and plan.peak_gb > 66
+    plan = plan_on_device(FLUX[0], load_settings(gpu_memory_gb=48, dtype="float32"))
+    assert plan.strategy != "none"  # bfloat16 would be resident on 48 GB, float32 is not
+
+
 def test_unknown_override_values_are_refused() -> None:
     with pytest.raises(ValueError, match="offload"):
         load_settings(offload="disk")

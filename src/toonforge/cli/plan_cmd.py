@@ -83,16 +83,8 @@ def plan(args: argparse.Namespace) -> int:
     available = available_quantizations(device.kind)
     plans = []
     for m in manifests:
-        offload, quant = overrides(m, settings)
         plans.append(
-            plan_tool(
-                m,
-                device,
-                offload=offload,
-                quantization=quant,
-                available=available,
-                host_memory=host,
-            )
+            plan_tool(m, device, **overrides(m, settings), available=available, host_memory=host)
         )
     if args.json:
         print(json.dumps([p.to_json() for p in plans], indent=2))

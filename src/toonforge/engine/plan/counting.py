@@ -49,7 +49,7 @@ def load_config(name: str) -> dict[str, Any]:
     return json.loads((CONFIG_DIR / name).read_text())
 
 
-def _build(config: dict[str, Any]) -> Any:
+def build_part(config: dict[str, Any]) -> Any:
     """The part's module, built from its config on the current default device."""
     # Built in the classes' default precision (float32): the storage dtype is the planner's.
     config = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype")}
@@ -77,7 +77,7 @@ def count_part(name: str) -> PartCount:
 
     config = load_config(name)
     with torch.device("meta"):
-        model = _build(config)
+        model = build_part(config)
     by_dtype: Counter[str] = Counter()
     for p in model.parameters():
         by_dtype[str(p.dtype).removeprefix("torch.")] += p.numel()

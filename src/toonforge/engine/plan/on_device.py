@@ -87,26 +87,26 @@ def detect_device(settings: Settings, device: Any = None) -> Device:
     return Device("cpu", host_memory_bytes(), "host memory available")
 
 
-def overrides(manifest: Manifest, settings: Settings) -> tuple[str, str]:
-    """(offload, quantization) forced for this tool: the settings, else the manifest's
-    backend.offload / backend.quantization, else "auto"."""
+def overrides(manifest: Manifest, settings: Settings) -> dict[str, Any]:
+    """What is forced for this tool: offload and quantization from the settings, else from
+    the manifest's backend.offload / backend.quantization, else "auto"; the compute dtype
+    from TOONFORGE_DTYPE unless it is "auto" (keyword arguments of `plan_tool`)."""
     backend = manifest.backend
     offload = settings.offload if settings.offload != "auto" else (backend.offload or "auto")
     quant = settings.quantization
     if quant == "auto":
         quant = backend.quantization or "auto"
-    return offload, quant
+    dtype = None if settings.dtype == "auto" else settings.dtype
+    return {"offload": offload, "quantization": quant, "dtype": dtype}
 
 
 def plan_on_device(manifest: Manifest, settings: Settings, device: Any = None) -> Plan:
     """The memory plan for `manifest`'s default request on this machine's device."""
     target = detect_device(settings, device)
-    offload, quant = overrides(manifest, settings)
     return plan_tool(
         manifest,
         target,
-        offload=offload,
-        quantization=quant,
+        **overrides(manifest, settings),
         available=available_quantizations(target.kind),
         host_memory=host_memory_bytes(),
     )

@@ -135,16 +135,19 @@ def plan_tool(
     available: tuple[str, ...] = QUANTIZATIONS,
     request: DefaultRequest | None = None,
     host_memory: int | None = None,
+    dtype: str | None = None,
 ) -> Plan:
     """The memory plan for `manifest`'s default request on `device`.
 
     `offload` / `quantization`: "auto" or a forced choice (settings first, then the
     manifest's `backend.offload` / `backend.quantization`; see `on_device.plan_on_device`).
     `available`: the storage formats this machine can run. `host_memory`: when given, an
-    offloading candidate also needs its weights to fit in it (they wait there)."""
+    offloading candidate also needs its weights to fit in it (they wait there). `dtype`: the
+    compute dtype when set (TOONFORGE_DTYPE), else the family's on CUDA, float32 on a CPU."""
     family = manifest.backend.family
     req = request or default_request(manifest)
-    dtype = FAMILY_DTYPE[family] if device.kind == "cuda" else "float32"
+    if dtype is None:
+        dtype = FAMILY_DTYPE[family] if device.kind == "cuda" else "float32"
     stream = device.kind == "cuda"
     specs = tool_parts(manifest, req)
     order = _candidates(device, offload, quantization, available)
