@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     # Loaded pipelines are kept between tasks, least recently used evicted past this budget.
     model_memory_budget_gb: float = 16.0
+    # Memory plans (`toonforge models plan`, engine.plan): the device memory to plan for, in
+    # GB of 2^30 bytes (unset: the CUDA device's free memory, or the host's on a CPU).
+    gpu_memory_gb: float | None = Field(default=None, gt=0)
+    # Force an offload strategy (auto | none | group | model | sequential) or a storage
+    # format (auto | none | fp8 | gguf-q8_0 | gguf-q6_k | gguf-q5_k | gguf-q4_k | nf4) for
+    # every tool; "auto" lets the planner choose (or the manifest's backend.offload /
+    # backend.quantization, which these settings override).
+    offload: Literal["auto", "none", "group", "model", "sequential"] = "auto"
+    quantization: Literal[
+        "auto", "none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"
+    ] = "auto"
     # Largest private base model a project may upload (an SD 1.5 checkpoint with EMA weights
     # in float32 is about 7.7 GB).
     private_model_max_gb: float = 8.0

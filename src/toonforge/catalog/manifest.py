@@ -118,6 +118,12 @@ class Backend(BaseModel):
     # The dtype the tool runs in (float32, float16, bfloat16); unset: the family's default
     # for the device (engine/precision.py). TOONFORGE_DTYPE overrides it.
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    # Memory plan overrides for this tool (engine.plan): an offload strategy and a storage
+    # format; unset lets the planner choose. TOONFORGE_OFFLOAD / TOONFORGE_QUANTIZATION win.
+    offload: Literal["none", "group", "model", "sequential"] | None = None
+    quantization: (
+        Literal["none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"] | None
+    ) = None
 
 
 class Manifest(BaseModel):

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from toonforge.cli import keys_cmd, models_cmd, private_cmd, prompt_cmd, serve_cmd
+from toonforge.cli import keys_cmd, models_cmd, plan_cmd, private_cmd, prompt_cmd, serve_cmd
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("tool", help="OWNER/SLUG, e.g. 'futurist/CartoonMix v1.0'")
     pull.set_defaults(func=models_cmd.pull)
     private_cmd.register(models_sub, _common)
+    plan_cmd.register(models_sub, _common)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
