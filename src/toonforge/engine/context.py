@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from toonforge.engine.placement import current_placement
 from toonforge.engine.pool import PipelinePool, measure_bytes
 from toonforge.engine.tuning import tune_pipeline
 from toonforge.settings import Settings
@@ -49,8 +50,9 @@ class EngineContext:
         replaced file is loaded again. `estimate_bytes` lets the pool evict before loading, so
         that the old and the new part are not both in memory.
         """
-        # One copy per dtype: two tools on the same files may run at different precisions.
-        key = f"{key}@{str(self.dtype).removeprefix('torch.')}"
+        # One copy per dtype and placement: two tools on the same files may run at
+        # different precisions or memory plans.
+        key = f"{key}@{str(self.dtype).removeprefix('torch.')}{current_placement().key}"
         cached = self.pool.get(key)
         if cached is not None:
             self.pool.note_user(key, self.tool)

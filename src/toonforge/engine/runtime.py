@@ -27,6 +27,9 @@ import torch
 from toonforge.catalog.manifest import Manifest
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
+from toonforge.engine.placement import Placement, placing
+from toonforge.engine.plan.on_device import overrides, plan_on_device
+from toonforge.engine.plan.planner import Plan
 from toonforge.engine.pool import PipelinePool
 from toonforge.engine.precision import DTYPES, Precision, choose_precision
 from toonforge.settings import Settings
@@ -84,16 +87,20 @@ class EngineRuntime:
         # Parts hold per-call state (scheduler, active adapters): one request at a time.
         self._lock = threading.RLock()
         self._published = ""
+        self._plans: dict[str, tuple[Plan | None, Placement]] = {}
 
     def prepare(self, manifest: Manifest, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
         with self._lock:
             family = self._family(manifest)
             precision = self._begin(manifest)
+            plan, placement = self.placement(manifest)
             try:
-                info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
+                with placing(placement):
+                    info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
             finally:
                 self._publish()
+            info["plan"] = _plan_info(plan, placement)
             info.setdefault("tiny", self.settings.tiny)
             if self.settings.compile != "off" and not all(e["reused"] for e in self.ctx.events):
                 info["warmup_seconds"] = self._warm_up(family, manifest)
@@ -116,7 +123,8 @@ class EngineRuntime:
             family = self._family(manifest)
             self._begin(manifest)
             try:
-                result = family.generate(self.ctx, manifest, params, on_step, should_stop)
+                with placing(self.placement(manifest)[1]):
+                    result = family.generate(self.ctx, manifest, params, on_step, should_stop)
             finally:
                 self._publish()
             if self.settings.tiny:
@@ -129,7 +137,8 @@ class EngineRuntime:
         with self._lock:
             family = self._family(manifest)
             self._begin(manifest)
-            return family.model_for(self.ctx, manifest, self._params(manifest, params))
+            with placing(self.placement(manifest)[1]):
+                return family.model_for(self.ctx, manifest, self._params(manifest, params))
 
     def _warm_up(self, family: Any, manifest: Manifest) -> float:
         """One short run at the page's defaults after a load with torch.compile on, so the
@@ -157,6 +166,30 @@ class EngineRuntime:
             )
         except ValueError as exc:
             raise ModelError(str(exc)) from exc
+
+    def placement(self, manifest: Manifest) -> tuple[Plan | None, Placement]:
+        """The memory plan for this tool on this worker's device (computed once per tool),
+        and what of it is applied (see engine/placement.py)."""
+        if manifest.key in self._plans:
+            return self._plans[manifest.key]
+        plan: Plan | None
+        try:
+            plan = plan_on_device(manifest, self.settings, self.device)
+        except (KeyError, ValueError, OSError) as exc:  # a family or part the planner lacks
+            logger.warning("no memory plan for %s: %s", manifest.key, exc)
+            plan = None
+        if plan is not None and self.device.type == "cuda" and not self.settings.tiny:
+            if not plan.fits:
+                raise ModelError(plan.message or f"{manifest.key} does not fit on {self.device}")
+            placement = Placement(plan.strategy, plan.quantization, plan.use_stream)
+        else:
+            forced = overrides(manifest, self.settings)
+            placement = Placement(
+                forced["offload"] if forced["offload"] != "auto" else "none",
+                forced["quantization"] if forced["quantization"] != "auto" else "none",
+            )
+        self._plans[manifest.key] = (plan, placement)
+        return plan, placement
 
     def _begin(self, manifest: Manifest) -> Precision:
         precision = self.precision(manifest)
@@ -214,3 +247,20 @@ class EngineRuntime:
             self._published = text
         except OSError as exc:  # status is informative; never fail a task for it
             logger.warning("could not publish loaded models: %s", exc)
+
+
+def _plan_info(plan: Plan | None, placement: Placement) -> dict[str, Any]:
+    """The plan as recorded in a task's debugoutput: what the planner chose for the real
+    weights on this device, and what was applied."""
+    applied = {"strategy": placement.strategy, "quantization": placement.quantization}
+    if plan is None:
+        return {"applied": applied}
+    return {
+        "device": plan.device,
+        "memory_gb": plan.memory_gb,
+        "strategy": plan.strategy,
+        "quantization": plan.quantization,
+        "fits": plan.fits,
+        "peak_gb": plan.peak_gb,
+        "applied": applied,
+    }
