@@ -27,7 +27,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Servers of the test's own, each with a signature project; all stopped at the end."""
     servers: list[Server] = []
 
-    def make(workers: int = 1, **env: str) -> Server:
+    def make(workers: int | str = 1, **env: str) -> Server:
         srv = Server(tmp_path / f"srv{len(servers)}", None, workers, **env)
         srv.create_keys()
         servers.append(srv)
@@ -53,7 +53,12 @@ def _alive(pid: int) -> bool:
 
 def _worker_pids(srv: Server) -> list[int]:
     """Every worker process this server's log says was ready."""
-    return [int(pid) for pid in re.findall(r"worker [^:\s]+:(\d+):\w+ ready for", srv.log())]
+    return [int(pid) for pid, _device in _ready_lines(srv)]
+
+
+def _ready_lines(srv: Server) -> list[tuple[str, str]]:
+    """(pid, device) of every worker this server's log says was ready."""
+    return re.findall(r"worker [^:\s]+:(\d+):\w+ on (\S+) ready for", srv.log())
 
 
 def _wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -217,3 +222,26 @@ def test_several_api_processes_serve_one_port_and_stop_cleanly(
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(timeout=60) == 0, srv.log()[-3000:]
     _wait_for("every child gone", lambda: not any(_alive(p) for p in children), timeout=30)
+
+
+def test_devices_cpu_cpu_starts_two_workers_each_on_its_own_device(
+    serve: Callable[..., Server],
+) -> None:
+    # Toon Renders is placed on a GPU this machine does not have: neither worker takes it.
+    srv = serve(
+        workers="auto",
+        TOONFORGE_DEVICES="cpu,cpu",
+        TOONFORGE_TOOL_DEVICES="WizardWhitebeard/*=cuda:1",
+    ).start()
+
+    def two_ready() -> list[tuple[str, str]]:
+        lines = [(p, d) for p, d in _ready_lines(srv) if int(p) in srv.children()]
+        return lines if len(lines) == 2 else []
+
+    lines = _wait_for("two ready workers", two_ready, 120)
+    assert sorted(d for _p, d in lines) == ["cpu", "cpu"]
+    assert len({p for p, _d in lines}) == 2
+    assert "2 worker(s) on cpu, cpu" in srv.log()
+    ready_for = re.findall(r"on cpu ready for: (.*)", srv.log())
+    assert ready_for and all("futurist/CartoonMix v1.0" in t for t in ready_for)
+    assert not any("Toon-Renders" in t for t in ready_for)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,9 +40,34 @@ class Settings(BaseSettings):
     # Where real weights live (single files, LoRAs, embeddings, diffusers folders).
     models_dir: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    # The devices `serve` spreads its workers over: GPU indexes (0,1,3), cuda:N, cpu, mps;
+    # with `workers=auto` one worker per entry. Empty: every visible GPU, or `device`.
+    devices: str = ""
+    # Which tools run on which devices: `PATTERN=DEVICES; ...` (see toonforge/devices.py).
+    tool_devices: str = ""
+    # auto (the family's own: bfloat16 for FLUX, float16 for the others on GPUs, float32 on
+    # the CPU) | float32 | float16 | bfloat16, for every tool.
+    dtype: str = "auto"
+    # Throughput knobs (engine/tuning.py says when each helps). auto: on for GPUs.
+    vae_slicing: Literal["auto", "on", "off"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    channels_last: bool = False
+    # torch.compile of the denoiser after load (with a short warm-up run): off | default |
+    # reduce-overhead | max-autotune.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     # Loaded pipelines are kept between tasks, least recently used evicted past this budget.
     model_memory_budget_gb: float = 16.0
+    # Memory plans (`toonforge models plan`, engine.plan): the device memory to plan for, in
+    # GB of 2^30 bytes (unset: the CUDA device's free memory, or the host's on a CPU).
+    gpu_memory_gb: float | None = Field(default=None, gt=0)
+    # Force an offload strategy (auto | none | group | model | sequential) or a storage
+    # format (auto | none | fp8 | gguf-q8_0 | gguf-q6_k | gguf-q5_k | gguf-q4_k | nf4) for
+    # every tool; "auto" lets the planner choose (or the manifest's backend.offload /
+    # backend.quantization, which these settings override).
+    offload: Literal["auto", "none", "group", "model", "sequential"] = "auto"
+    quantization: Literal[
+        "auto", "none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"
+    ] = "auto"
     # Largest private base model a project may upload (an SD 1.5 checkpoint with EMA weights
     # in float32 is about 7.7 GB).
     private_model_max_gb: float = 8.0
@@ -62,8 +88,9 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3
-    # `serve` starts this many worker processes (0: API only; run `toonforge worker` apart).
-    workers: int = 1
+    # `serve` starts this many worker processes (0: API only; run `toonforge worker` apart);
+    # `auto`: one per visible GPU (or per entry of `devices`).
+    workers: int | Literal["auto"] = 1
 
     # Auth and abuse limits.
     # A project's key, secret and allow-list are cached this long by each API process (a
@@ -83,6 +110,22 @@ class Settings(BaseSettings):
     callback_timeout_seconds: float = 10.0
     callback_max_attempts: int = 5
     callback_backoff_seconds: float = 2.0
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: str) -> str:
+        from toonforge.devices import parse_devices
+
+        parse_devices(value)
+        return value
+
+    @field_validator("tool_devices")
+    @classmethod
+    def _check_tool_devices(cls, value: str) -> str:
+        from toonforge.devices import Placement
+
+        Placement.parse(value)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

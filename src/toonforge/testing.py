@@ -203,7 +203,11 @@ class ServeProcess:
     output goes to `log_path` in the data folder."""
 
     def __init__(
-        self, data_dir: Path, database_url: str | None = None, workers: int = 1, **extra_env: str
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        workers: int | str = 1,
+        **extra_env: str,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()

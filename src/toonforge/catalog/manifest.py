@@ -115,6 +115,15 @@ class Backend(BaseModel):
     # FLUX with true_cfg: the classifier-free guidance scale applied with a negative prompt
     # (diffusers' `true_cfg_scale`; must be above 1 for CFG to run).
     true_cfg_scale: float = Field(default=4.0, gt=1.0)
+    # The dtype the tool runs in (float32, float16, bfloat16); unset: the family's default
+    # for the device (engine/precision.py). TOONFORGE_DTYPE overrides it.
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    # Memory plan overrides for this tool (engine.plan): an offload strategy and a storage
+    # format; unset lets the planner choose. TOONFORGE_OFFLOAD / TOONFORGE_QUANTIZATION win.
+    offload: Literal["none", "group", "model", "sequential"] | None = None
+    quantization: (
+        Literal["none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"] | None
+    ) = None
 
 
 class Manifest(BaseModel):

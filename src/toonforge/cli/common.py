@@ -14,6 +14,7 @@ _FLAG_TO_ENV = {
     "host": "TOONFORGE_HOST",
     "port": "TOONFORGE_PORT",
     "workers": "TOONFORGE_WORKERS",
+    "device": "TOONFORGE_DEVICE",
 }
 
 

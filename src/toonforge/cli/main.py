@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from toonforge.cli import keys_cmd, models_cmd, private_cmd, prompt_cmd, serve_cmd
+from toonforge.cli import keys_cmd, models_cmd, plan_cmd, private_cmd, prompt_cmd, serve_cmd
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _workers_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, not {value!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toonforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,11 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="bind address (TOONFORGE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (TOONFORGE_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes to start (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help="worker processes to start (TOONFORGE_WORKERS, default 1); `auto`: one per "
+        "visible GPU, or per entry of TOONFORGE_DEVICES",
+    )
     serve.set_defaults(func=serve_cmd.serve)
 
     worker = sub.add_parser("worker", help="run a worker process (claims and runs tasks)")
     _common(worker)
+    worker.add_argument(
+        "--device", help="the device it runs on: cpu, cuda, cuda:N, mps (TOONFORGE_DEVICE)"
+    )
     worker.set_defaults(func=serve_cmd.worker)
 
     keys = sub.add_parser("keys", help="manage projects and their API keys")
@@ -67,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("tool", help="OWNER/SLUG, e.g. 'futurist/CartoonMix v1.0'")
     pull.set_defaults(func=models_cmd.pull)
     private_cmd.register(models_sub, _common)
+    plan_cmd.register(models_sub, _common)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from toonforge.cli.common import settings_from_args
 from toonforge.cli.keys_cmd import print_credentials
+from toonforge.devices import parse_devices, visible_gpu_count, worker_devices
 from toonforge.services import Services, build_services
 from toonforge.settings import Settings
 from toonforge.tasks.migrate import upgrade
@@ -74,6 +75,7 @@ class _Slot:
 
     proc: subprocess.Popen[bytes]
     ready_fd: int | None  # read end of the readiness pipe, until the worker is ready or gone
+    device: str  # what its TOONFORGE_DEVICE says (`auto`, `cpu`, `cuda:1`, ...)
     ready: bool = False
     failures: int = 0  # start-up failures in a row (deaths before readiness)
     due: float = 0.0  # when a dead worker is restarted (0: not dead)
@@ -88,8 +90,9 @@ class WorkerSupervisor:
     to a minute, instead of a tight loop.
     """
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, devices: list[str]) -> None:
+        # One worker per entry, started with TOONFORGE_DEVICE set to it.
+        self.devices = devices
         self.slots: list[_Slot] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -100,10 +103,15 @@ class WorkerSupervisor:
     def procs(self) -> list[subprocess.Popen[bytes]]:
         return [slot.proc for slot in self.slots]
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+    def _spawn(self, device: str) -> tuple[subprocess.Popen[bytes], int]:
         read_fd, write_fd = os.pipe()
         # The worker stops (handing its task back) if this process dies without stopping it.
-        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid()), READY_FD_ENV: str(write_fd)}
+        env = {
+            **os.environ,
+            SUPERVISOR_ENV: str(os.getpid()),
+            READY_FD_ENV: str(write_fd),
+            "TOONFORGE_DEVICE": device,
+        }
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "toonforge", "worker"], env=env, pass_fds=(write_fd,)
@@ -117,9 +125,9 @@ class WorkerSupervisor:
         return proc, read_fd
 
     def start(self) -> None:
-        for _ in range(self.count):
-            proc, fd = self._spawn()
-            self.slots.append(_Slot(proc, fd))
+        for device in self.devices:
+            proc, fd = self._spawn(device)
+            self.slots.append(_Slot(proc, fd, device))
         self._thread.start()
 
     def _poll_ready(self, slot: _Slot) -> None:
@@ -163,7 +171,7 @@ class WorkerSupervisor:
                 )
             slot.due = now + delay
         if now >= slot.due:
-            proc, fd = self._spawn()
+            proc, fd = self._spawn(slot.device)
             slot.proc, slot.ready_fd, slot.ready, slot.due = proc, fd, False, 0.0
 
     def _watch(self) -> None:
@@ -235,6 +243,17 @@ def _server_class() -> type:
     return Server
 
 
+def _worker_devices(settings: Settings) -> list[str]:
+    """The device of each worker to start (see toonforge/devices.py)."""
+    devices = parse_devices(settings.devices)
+    # Counting GPUs costs a torch import in a child process: only when the answer matters.
+    spread = settings.workers == "auto" or (
+        settings.workers not in (0, 1) and settings.device in ("auto", "cuda")
+    )
+    gpus = visible_gpu_count() if spread and not devices else 0
+    return worker_devices(settings.workers, devices, gpus, settings.device)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -248,17 +267,18 @@ def serve(args: argparse.Namespace) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
     services: Services | None = None
-    supervisor = WorkerSupervisor(settings.workers)
+    supervisor = WorkerSupervisor(_worker_devices(settings))
     try:
         services = build_services(settings)
         _first_project(services)
         supervisor.start()
         log.info(
-            "toonforge API on %s (socket %s/v1/socket), data in %s, %d worker(s)",
+            "toonforge API on %s (socket %s/v1/socket), data in %s, %d worker(s)%s",
             settings.resolved_public_url,
             settings.resolved_public_url.replace("http", "ws", 1),
             settings.data_dir,
-            settings.workers,
+            len(supervisor.devices),
+            f" on {', '.join(supervisor.devices)}" if supervisor.devices else "",
         )
         trusted = settings.trusted_proxy_list
         several = settings.api_processes > 1

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from toonforge.engine.placement import current_placement
 from toonforge.engine.pool import PipelinePool, measure_bytes
+from toonforge.engine.tuning import tune_pipeline
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -48,6 +50,9 @@ class EngineContext:
         replaced file is loaded again. `estimate_bytes` lets the pool evict before loading, so
         that the old and the new part are not both in memory.
         """
+        # One copy per dtype and placement: two tools on the same files may run at
+        # different precisions or memory plans.
+        key = f"{key}@{str(self.dtype).removeprefix('torch.')}{current_placement().key}"
         cached = self.pool.get(key)
         if cached is not None:
             self.pool.note_user(key, self.tool)
@@ -57,15 +62,21 @@ class EngineContext:
             self.release()
         started = time.monotonic()
         value = load()
+        tuning = (
+            tune_pipeline(value.pipe, self.settings, self.device) if hasattr(value, "pipe") else {}
+        )
         seconds = time.monotonic() - started
         size = measure_bytes(value)
         logger.info("loaded part %s in %.2fs (%.1f MB)", key, seconds, size / 1e6)
         if self.pool.put(key, value, size):
             self.release()
         self.pool.note_user(key, self.tool)
-        self.events.append({"part": key, "reused": False, "load_seconds": round(seconds, 3)})
+        event = {"part": key, "reused": False, "load_seconds": round(seconds, 3)}
+        self.events.append({**event, "tuning": tuning} if tuning else event)
         return value
 
-    def begin(self, tool: str) -> None:
+    def begin(self, tool: str, dtype: torch.dtype | None = None) -> None:
         self.tool = tool
         self.events = []
+        if dtype is not None:
+            self.dtype = dtype

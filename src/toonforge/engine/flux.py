@@ -44,6 +44,7 @@ from toonforge.engine.contract import (
     StopCheck,
     WeightsMissing,
 )
+from toonforge.engine.placement import place_pipeline
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
@@ -156,7 +157,7 @@ def load_flux(base_dir: Path, tiny: bool, device: torch.device, dtype: torch.dty
         pipe = FluxPipeline.from_pretrained(str(base_dir), dtype=dtype, local_files_only=True)
     except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the FLUX base from {base_dir}: {exc}") from exc
-    pipe.to(device)
+    place_pipeline(pipe, device)  # the memory plan: on the device, or offloaded
     pipe.set_progress_bar_config(disable=True)
     return FluxModel(
         pipe=pipe,

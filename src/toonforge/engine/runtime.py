@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,11 @@ import torch
 from toonforge.catalog.manifest import Manifest
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
+from toonforge.engine.placement import Placement, placing
+from toonforge.engine.plan.on_device import overrides, plan_on_device
+from toonforge.engine.plan.planner import Plan
 from toonforge.engine.pool import PipelinePool
+from toonforge.engine.precision import DTYPES, Precision, choose_precision
 from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
@@ -37,7 +42,6 @@ FAMILY_MODULES = {
     "flux": "toonforge.engine.flux",
     "animatediff": "toonforge.engine.animatediff",
 }
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
 
@@ -56,12 +60,10 @@ def select_device(name: str) -> torch.device:
 
 
 def select_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        # Half precision halves memory on GPUs; on CPU it is slow or unsupported.
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ModelError(f"dtype: unknown dtype {name!r}; expected auto or one of {list(_DTYPES)}")
-    return _DTYPES[name]
+    """The worker-wide default (SD families); each tool's own is `EngineRuntime.precision`."""
+    if name != "auto" and name not in DTYPES:
+        raise ModelError(f"dtype: unknown dtype {name!r}; expected auto or one of {list(DTYPES)}")
+    return choose_precision("sd15", device, name).dtype
 
 
 def loaded_state_dir(settings: Settings) -> Path:
@@ -73,6 +75,11 @@ class EngineRuntime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.device = select_device(settings.device)
+        if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            # Pinned to one GPU: allocations without an explicit index land there too.
+            torch.cuda.set_device(self.device)
         self.dtype = select_dtype(settings.dtype, self.device)
         budget = int(settings.model_memory_budget_gb * 1024**3)
         self.pool = PipelinePool(budget, on_evict=lambda key, _: logger.info("unloading %s", key))
@@ -80,17 +87,27 @@ class EngineRuntime:
         # Parts hold per-call state (scheduler, active adapters): one request at a time.
         self._lock = threading.RLock()
         self._published = ""
+        self._plans: dict[str, tuple[Plan | None, Placement]] = {}
 
     def prepare(self, manifest: Manifest, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
+            precision = self._begin(manifest)
+            plan, placement = self.placement(manifest)
             try:
-                info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
+                with placing(placement):
+                    info = dict(family.prepare(self.ctx, manifest, self._params(manifest, params)))
             finally:
                 self._publish()
+            info["plan"] = _plan_info(plan, placement)
             info.setdefault("tiny", self.settings.tiny)
+            if self.settings.compile != "off" and not all(e["reused"] for e in self.ctx.events):
+                info["warmup_seconds"] = self._warm_up(family, manifest)
+            info["precision"] = precision.name
+            info["device"] = self.device_name
+            if precision.note:
+                info["precision_note"] = precision.note
             info["reused"] = all(e["reused"] for e in self.ctx.events)
             info["parts"] = list(self.ctx.events)
             return info
@@ -104,9 +121,10 @@ class EngineRuntime:
     ) -> GenerationResult:
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
+            self._begin(manifest)
             try:
-                result = family.generate(self.ctx, manifest, params, on_step, should_stop)
+                with placing(self.placement(manifest)[1]):
+                    result = family.generate(self.ctx, manifest, params, on_step, should_stop)
             finally:
                 self._publish()
             if self.settings.tiny:
@@ -118,8 +136,65 @@ class EngineRuntime:
         code that inspects a pipeline, such as prompt token counting."""
         with self._lock:
             family = self._family(manifest)
-            self.ctx.begin(manifest.key)
-            return family.model_for(self.ctx, manifest, self._params(manifest, params))
+            self._begin(manifest)
+            with placing(self.placement(manifest)[1]):
+                return family.model_for(self.ctx, manifest, self._params(manifest, params))
+
+    def _warm_up(self, family: Any, manifest: Manifest) -> float:
+        """One short run at the page's defaults after a load with torch.compile on, so the
+        compilation is not paid by the first user's task."""
+        events = list(self.ctx.events)
+        params = {**self._params(manifest, None), "steps": 2}
+        started = time.monotonic()
+        try:
+            family.generate(self.ctx, manifest, params, lambda _s, _t: None, lambda: False)
+        except ModelError as exc:
+            logger.warning("warm-up of %s failed: %s", manifest.key, exc)
+        finally:
+            self.ctx.events = events
+        return round(time.monotonic() - started, 3)
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device)
+
+    def precision(self, manifest: Manifest) -> Precision:
+        """The dtype this tool runs in on this worker's device."""
+        try:
+            return choose_precision(
+                manifest.backend.family, self.device, self.settings.dtype, manifest.backend.dtype
+            )
+        except ValueError as exc:
+            raise ModelError(str(exc)) from exc
+
+    def placement(self, manifest: Manifest) -> tuple[Plan | None, Placement]:
+        """The memory plan for this tool on this worker's device (computed once per tool),
+        and what of it is applied (see engine/placement.py)."""
+        if manifest.key in self._plans:
+            return self._plans[manifest.key]
+        plan: Plan | None
+        try:
+            plan = plan_on_device(manifest, self.settings, self.device)
+        except (KeyError, ValueError, OSError) as exc:  # a family or part the planner lacks
+            logger.warning("no memory plan for %s: %s", manifest.key, exc)
+            plan = None
+        if plan is not None and self.device.type == "cuda" and not self.settings.tiny:
+            if not plan.fits:
+                raise ModelError(plan.message or f"{manifest.key} does not fit on {self.device}")
+            placement = Placement(plan.strategy, plan.quantization, plan.use_stream)
+        else:
+            forced = overrides(manifest, self.settings)
+            placement = Placement(
+                forced["offload"] if forced["offload"] != "auto" else "none",
+                forced["quantization"] if forced["quantization"] != "auto" else "none",
+            )
+        self._plans[manifest.key] = (plan, placement)
+        return plan, placement
+
+    def _begin(self, manifest: Manifest) -> Precision:
+        precision = self.precision(manifest)
+        self.ctx.begin(manifest.key, precision.dtype)
+        return precision
 
     def unload_all(self) -> None:
         with self._lock:
@@ -172,3 +247,20 @@ class EngineRuntime:
             self._published = text
         except OSError as exc:  # status is informative; never fail a task for it
             logger.warning("could not publish loaded models: %s", exc)
+
+
+def _plan_info(plan: Plan | None, placement: Placement) -> dict[str, Any]:
+    """The plan as recorded in a task's debugoutput: what the planner chose for the real
+    weights on this device, and what was applied."""
+    applied = {"strategy": placement.strategy, "quantization": placement.quantization}
+    if plan is None:
+        return {"applied": applied}
+    return {
+        "device": plan.device,
+        "memory_gb": plan.memory_gb,
+        "strategy": plan.strategy,
+        "quantization": plan.quantization,
+        "fits": plan.fits,
+        "peak_gb": plan.peak_gb,
+        "applied": applied,
+    }

@@ -28,6 +28,7 @@ from toonforge.engine.contract import (
     StepCallback,
     StopCheck,
 )
+from toonforge.engine.placement import place_pipeline
 from toonforge.engine.png import a1111_parameters, png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.prompt_embeds import (
@@ -100,7 +101,7 @@ def load_sd15(weights: ResolvedWeights, device: torch.device, dtype: torch.dtype
         except LOAD_ERRORS as exc:
             message = f"could not load textual inversion {token!r} from {path}: {exc}"
             raise ModelError(message) from exc
-    pipe.to(device)
+    place_pipeline(pipe, device)  # the memory plan: on the device, or offloaded
     pipe.set_progress_bar_config(disable=True)
     tokens = [token for token, _ in weights.embeddings]
     logger.debug("SD1.5 pipeline from %s with embeddings %s", source, tokens)

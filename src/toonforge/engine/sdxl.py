@@ -41,6 +41,7 @@ from toonforge.engine.contract import (
     StepCallback,
     StopCheck,
 )
+from toonforge.engine.placement import place_pipeline
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.prompt_embeds import (
@@ -178,7 +179,7 @@ def load_base(path: Path, device: torch.device, dtype: torch.dtype) -> SdxlBase:
         )
     except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the SDXL base from {path}: {exc}") from exc
-    pipe.to(device)
+    place_pipeline(pipe, device)  # the memory plan: on the device, or offloaded
     pipe.set_progress_bar_config(disable=True)
     return SdxlBase(
         pipe, path, dict(pipe.scheduler.config), load_seconds=time.monotonic() - started

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from toonforge.devices import Placement
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import claim, reap
@@ -42,7 +43,14 @@ class Worker:
         self.wake = threading.Event()
 
     def tool_keys(self) -> list[str]:
-        return [m.key for m in self.services.catalog if m.engine_ready]
+        """The tools this worker claims: ready ones that the placement allows on its device."""
+        placement = Placement.parse(self.services.settings.tool_devices)
+        device = getattr(self.engine, "device_name", "")
+        return [
+            m.key
+            for m in self.services.catalog
+            if m.engine_ready and placement.allows(m.key, device)
+        ]
 
     def run_once(self) -> bool:
         """Claim and run one task; false when there was none."""
@@ -93,7 +101,12 @@ class Worker:
         """Claim and run tasks until `stopping` is set; `on_ready` is called once, before
         the first claim (`serve` restarts a worker that dies after that at once)."""
         self.listen()
-        log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
+        log.info(
+            "worker %s on %s ready for: %s",
+            self.worker_id,
+            getattr(self.engine, "device_name", "?"),
+            ", ".join(self.tool_keys()),
+        )
         if on_ready is not None:
             on_ready()
         while not self.stopping.is_set():

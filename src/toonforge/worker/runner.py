@@ -53,6 +53,9 @@ class TaskLost(Exception):
 class Engine:
     """What the runner needs of an engine runtime (toonforge.engine.runtime.EngineRuntime)."""
 
+    # The device it runs on, e.g. `cuda:1` or `cpu` (tool placement is decided by it).
+    device_name: str
+
     def prepare(self, manifest: Manifest, params: dict[str, Any]) -> dict[str, Any]: ...
     def generate(
         self,
