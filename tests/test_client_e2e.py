@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,41 @@ def test_cli_run_saves_the_files(server: ServeProcess, tmp_path: Path) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["id"] == taskid
+
+
+def test_cli_ctrl_c_kills_the_task(server: ServeProcess, tf: Client, tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOONFORGE_")},
+        "TOONFORGE_URL": server.url + "/v1",
+        "TOONFORGE_API_KEY": server.keys["apikey"],
+        "TOONFORGE_API_SECRET": server.keys["apisecret"],
+        "TOONFORGE_CREDENTIALS_FILE": str(tmp_path / "none.toml"),
+    }
+    before = tf.list_tasks(limit=1).tasks[0].id
+    inputs = [f"{k}={v}" for k, v in SLOW.items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toonforge", "run", TOOL, *inputs, "--out", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            latest = tf.list_tasks(limit=1).tasks[0]
+            if latest.id != before and latest.status == "task_output":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the task was not seen running")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert f"task {latest.id} killed" in err
+    assert tf.detail(latest.id).status == "task_cancel"
+    assert not list(tmp_path.glob("*.png"))
