@@ -152,3 +152,15 @@ def test_admin_commands_print_no_migration_logs(tmp_path: Path) -> None:
     )
     assert "no projects yet" in out.stdout
     assert out.stderr == ""
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    code = (
+        "import sys, toonforge.client; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'sqlalchemy', 'fastapi', 'starlette', 'alembic') "
+        "or (m.startswith('toonforge.') and not m.startswith('toonforge.client'))); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
