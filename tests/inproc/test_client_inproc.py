@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from toonforge.client import ApiError, AuthenticationError, Client
-from toonforge.client.common import run_path, task_ref
+from toonforge.client.common import Endpoint, run_path, task_ref
 from toonforge.client.signing import NONCES, auth_headers, signature
 from toonforge.testing import SMALL, InProcess, Keys, new_project
 
@@ -38,6 +38,11 @@ def test_run_paths_and_task_references() -> None:
     assert task_ref("12") == {"taskid": "12"}
     assert task_ref(12) == {"taskid": "12"}
     assert task_ref("AbC123") == {"tasktoken": "AbC123"}
+    end = Endpoint("https://tf.example/v1/", "key", None)
+    assert end.url("Task/Detail") == "https://tf.example/v1/Task/Detail"
+    assert end.socket_url() == "wss://tf.example/v1/socket"
+    assert end.absolute("/v1/File/k/0.png") == "https://tf.example/v1/File/k/0.png"
+    assert end.absolute("http://cdn.example/0.png") == "http://cdn.example/0.png"
 
 
 def test_signed_project_runs_lists_and_cancels(inproc: InProcess) -> None:

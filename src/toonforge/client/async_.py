@@ -111,7 +111,7 @@ class AsyncClient:
         paths: list[Path] = []
         for i, output in enumerate(task.outputs):
             path = common.output_path(target, output.name, i)
-            async with self.http.stream("GET", output.url) as r:
+            async with self.http.stream("GET", self.endpoint.absolute(output.url)) as r:
                 if r.status_code != 200:
                     await r.aread()
                     common.answer(r)

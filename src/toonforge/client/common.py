@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -35,6 +35,11 @@ class Endpoint:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def absolute(self, url: str) -> str:
+        """An output's URL as a full address (servers give full ones; a path is read
+        against the server's address)."""
+        return urljoin(self.base_url + "/", url)
 
     def socket_url(self) -> str:
         parts = urlsplit(self.base_url)

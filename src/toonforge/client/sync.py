@@ -119,7 +119,7 @@ class Client:
         paths: list[Path] = []
         for i, output in enumerate(task.outputs):
             path = common.output_path(target, output.name, i)
-            with self.http.stream("GET", output.url) as r:
+            with self.http.stream("GET", self.endpoint.absolute(output.url)) as r:
                 if r.status_code != 200:
                     r.read()
                     common.answer(r)
