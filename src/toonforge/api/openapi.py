@@ -113,6 +113,11 @@ class RunAnswer(Envelope):
     socketaccesstoken: str = Field(
         "", description="The task token: for Task/* (`tasktoken`) and the WebSocket."
     )
+    tasklist: list[TaskRecord] | None = Field(
+        None,
+        description="With `Prefer: wait=N` only, when the task ended within N seconds: the "
+        "task as Task/Detail gives it.",
+    )
 
 
 class OutputFile(BaseModel):
@@ -1100,7 +1105,9 @@ def _run_operations(catalog: Catalog) -> dict[str, dict[str, Any]]:
             "input, one error per violation, and nothing is queued: `Request parameter "
             "[steps] must be between 1 and 150`. Over the project's limit of unfinished "
             "tasks: code 96. In signature mode an exact repeat (the same nonce and body) is "
-            "401."
+            "401. With the header `Prefer: wait=N` (N seconds, at most 60; `wait` alone is 60) "
+            "the answer waits for the task: when it ends in time, the answer also holds "
+            "`tasklist: [TASK]` as Task/Detail gives it, and `Preference-Applied` says the wait."
             f"{file_note}{readiness}",
             "operationId": op_id,
             "security": SIGNED,

@@ -1,19 +1,26 @@
-"""POST /v1/Run/{owner}/{model}: validate, queue, answer with the task id and socket token."""
+"""POST /v1/Run/{owner}/{model}: validate, queue, answer with the task id and socket token;
+with `Prefer: wait=N`, also the finished task when it ends within N seconds (run_wait.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from toonforge.api.auth import ReplayGuard
 from toonforge.api.deps import BodyDep, ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.file_inputs import resolve_file_inputs
+from toonforge.api.run_wait import wait_for_end, wait_preference
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
+from toonforge.services import Services
+from toonforge.tasks.models import Task
 from toonforge.tasks.private_models import find_private_model
+from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
 from toonforge.tasks.uploads import link_to_task
 
@@ -21,15 +28,39 @@ router = APIRouter()
 
 
 @router.post("/v1/Run/{owner}/{model}")
-def run(
+async def run(
     owner: str,
     model: str,
     request: Request,
+    response: Response,
     body: BodyDep,
     project: ProjectDep,
     services: ServicesDep,
     replay: ReplayGuardDep,
 ) -> dict[str, object]:
+    """Queue the task (on a thread); with `Prefer: wait=N`, then wait for its end on the
+    event hub, holding no thread and no connection meanwhile."""
+    wait = wait_preference(request.headers.get("prefer"))
+    task = await run_in_threadpool(
+        queue_task, owner, model, request, body, project, services, replay
+    )
+    answer = ok(taskid=str(task.id), socketaccesstoken=task.socket_token)
+    if wait is None:
+        return answer
+    response.headers["Preference-Applied"] = f"wait={wait:g}"
+    record = await wait_for_end(request.app.state.hub, services, task.id, wait)
+    return answer if record is None else {**answer, "tasklist": [record]}
+
+
+def queue_task(
+    owner: str,
+    model: str,
+    request: Request,
+    body: dict[str, Any],
+    project: ProjectInfo,
+    services: Services,
+    replay: ReplayGuard,
+) -> Task:
     """Validation reads only; the one write transaction (replay guard, concurrency limit,
     the task row) starts after it, so on SQLite the write lock is held for a moment."""
     manifest = services.catalog.find(owner, model)
@@ -82,7 +113,7 @@ def run(
             "tasks at once.",
             code=CONCURRENCY,
         ) from exc
-    return ok(taskid=str(task.id), socketaccesstoken=task.socket_token)
+    return task
 
 
 PRIVATE_INPUT = "selectedModelPrivate"

@@ -1,4 +1,4 @@
-"""`toonforge serve | worker | keys | models | db | prompt`."""
+"""`toonforge serve | worker | keys | models | db | prompt | run | tasks`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from toonforge.cli import keys_cmd, models_cmd, plan_cmd, private_cmd, prompt_cmd, serve_cmd
+from toonforge.cli import (
+    keys_cmd,
+    models_cmd,
+    plan_cmd,
+    private_cmd,
+    prompt_cmd,
+    run_cmd,
+    serve_cmd,
+    tasks_cmd,
+)
+
+# Loggers whose INFO lines are noise on a terminal: migrations applied (alembic) and every
+# HTTP request the client commands make (httpx).
+QUIET_LOGGERS = ("alembic", "httpx", "httpcore")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -60,21 +73,36 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a project; prints key and secret once")
     _common(create)
-    create.add_argument("--name", default="default")
-    create.add_argument("--mode", choices=["signature", "key"], default="signature")
+    create.add_argument("--name", default="default", help="the project's name (default: default)")
+    create.add_argument(
+        "--mode",
+        choices=["signature", "key"],
+        default="signature",
+        help="signature: requests carry x-nonce and x-signature (default); key: x-api-key alone",
+    )
     create.add_argument("--allow-ip", default="*", help="comma separated IPs/CIDRs, * for all")
     create.add_argument(
         "--max-running", type=int, default=None, help="limit on unfinished tasks (0 = unlimited)"
     )
     create.add_argument("--json", action="store_true", help="print the credentials as JSON")
     create.set_defaults(func=keys_cmd.create)
-    listing = keys_sub.add_parser("list", help="list projects (keys shown shortened)")
+    listing = keys_sub.add_parser(
+        "list", help="list projects: id, name, the start of the key (never the secret)"
+    )
     _common(listing)
     listing.set_defaults(func=keys_cmd.list_keys)
+    project_help = "the project's id, name, API key, or the start of its key as `keys list` shows"
     revoke = keys_sub.add_parser("revoke", help="revoke a project's key")
     _common(revoke)
-    revoke.add_argument("api_key")
+    revoke.add_argument("project", metavar="PROJECT", help=project_help)
     revoke.set_defaults(func=keys_cmd.revoke)
+    rotate = keys_sub.add_parser(
+        "rotate", help="give a project a new API secret (printed once; the old one stops)"
+    )
+    _common(rotate)
+    rotate.add_argument("project", metavar="PROJECT", help=project_help)
+    rotate.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    rotate.set_defaults(func=keys_cmd.rotate)
 
     models = sub.add_parser("models", help="weights: what is present, missing, and pulling")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -96,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=serve_cmd.db_upgrade)
 
     prompt_cmd.add_parser(sub)
+    run_cmd.add_parser(sub)
+    tasks_cmd.add_parser(sub)
     return parser
 
 
@@ -103,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

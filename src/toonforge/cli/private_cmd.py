@@ -41,8 +41,10 @@ def register(models_sub: argparse._SubParsersAction, common: object) -> None:  #
 
     add = sub.add_parser("add", help="register a single-file SD 1.5 .safetensors checkpoint")
     project_arg(add)
-    add.add_argument("--name", required=True)
-    add.add_argument("--file", required=True, type=Path)
+    add.add_argument("--name", required=True, help="the model's name in this project")
+    add.add_argument(
+        "--file", required=True, type=Path, help="the checkpoint: one SD 1.5 .safetensors file"
+    )
     add.set_defaults(func=add_cmd)
     listing = sub.add_parser("list", help="list a project's private models")
     project_arg(listing)
