@@ -121,6 +121,9 @@ class Backend(BaseModel):
     # Memory plan overrides for this tool (engine.plan): an offload strategy and a storage
     # format; unset lets the planner choose. TOONFORGE_OFFLOAD / TOONFORGE_QUANTIZATION win.
     offload: Literal["none", "group", "model", "sequential"] | None = None
+    # FLUX: the quantized transformer files a GGUF plan loads, by type (q8_0, q6_k, q5_k,
+    # q4_k), e.g. the community's city96/FLUX.1-dev-gguf.
+    gguf: dict[str, WeightFile] = Field(default_factory=dict)
     quantization: (
         Literal["none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"] | None
     ) = None

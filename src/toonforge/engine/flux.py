@@ -44,7 +44,7 @@ from toonforge.engine.contract import (
     StopCheck,
     WeightsMissing,
 )
-from toonforge.engine.placement import place_pipeline
+from toonforge.engine.placement import current_placement, place_pipeline
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
@@ -69,10 +69,13 @@ class FluxWeights:
     tiny: bool
     base_dir: Path  # diffusers folder in FLUX.1-dev's layout
     loras: tuple[tuple[Lora, Path], ...]
+    # A quantized transformer replacing the base folder's (the memory plan's GGUF storage).
+    transformer_gguf: Path | None = None
 
     @property
     def base_key(self) -> str:
-        return f"flux-base:{stamp(self.base_dir)}"
+        gguf = f"+{stamp(self.transformer_gguf)}" if self.transformer_gguf else ""
+        return f"flux-base:{stamp(self.base_dir)}{gguf}"
 
     def estimate_bytes(self) -> int:
         total = 0
@@ -129,7 +132,7 @@ def resolve_flux(settings: Settings, manifest: Manifest) -> FluxWeights:
             if name not in paths.loras:
                 raise ModelError(f"{manifest.key}: no tiny stand-in for LoRA {lora.file!r}")
             loras.append((lora, paths.loras[name]))
-        return FluxWeights(True, paths.base_dir, tuple(loras))
+        return FluxWeights(True, paths.base_dir, tuple(loras), _tiny_gguf(paths.base_dir))
     if not backend.base_repo:
         raise ModelError(f"{manifest.key}: backend.base_repo is required for flux tools")
     missing: list[str] = []
@@ -144,17 +147,55 @@ def resolve_flux(settings: Settings, manifest: Manifest) -> FluxWeights:
             resolved.append((lora, resolve_file(settings, manifest, lora)))
         except WeightsMissing as exc:
             missing.append(str(exc))
+    gguf: Path | None = None
+    quantization = current_placement().quantization
+    if quantization.startswith("gguf-"):
+        choice = backend.gguf.get(quantization.removeprefix("gguf-"))
+        if choice is None:
+            missing.append(
+                f"{manifest.key}: the memory plan stores the transformer as {quantization} but "
+                f"backend.gguf names no such file (it names: {sorted(backend.gguf) or 'none'})"
+            )
+        else:
+            try:
+                gguf = resolve_file(settings, manifest, choice)
+            except WeightsMissing as exc:
+                missing.append(str(exc))
     if missing or base_dir is None:
         raise WeightsMissing(" | ".join(missing))
-    return FluxWeights(False, base_dir, tuple(resolved))
+    return FluxWeights(False, base_dir, tuple(resolved), gguf)
 
 
-def load_flux(base_dir: Path, tiny: bool, device: torch.device, dtype: torch.dtype) -> FluxModel:
+def _tiny_gguf(base_dir: Path) -> Path | None:
+    quantization = current_placement().quantization
+    if not quantization.startswith("gguf-"):
+        return None
+    from toonforge.engine.gguf_weights import ensure_tiny_gguf
+
+    return ensure_tiny_gguf(base_dir, quantization)
+
+
+def load_flux(
+    base_dir: Path,
+    tiny: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    transformer_gguf: Path | None = None,
+) -> FluxModel:
     from diffusers import FluxPipeline
 
     started = time.monotonic()
+    extra: dict[str, Any] = {}
+    if transformer_gguf is not None:
+        from toonforge.engine.gguf_weights import load_gguf_transformer
+
+        extra["transformer"] = load_gguf_transformer(transformer_gguf, base_dir, dtype)
+    elif current_placement().quantization == "nf4":
+        extra["transformer"] = _load_nf4_transformer(base_dir, dtype)
     try:
-        pipe = FluxPipeline.from_pretrained(str(base_dir), dtype=dtype, local_files_only=True)
+        pipe = FluxPipeline.from_pretrained(
+            str(base_dir), dtype=dtype, local_files_only=True, **extra
+        )
     except LOAD_ERRORS as exc:
         raise ModelError(f"could not load the FLUX base from {base_dir}: {exc}") from exc
     place_pipeline(pipe, device)  # the memory plan: on the device, or offloaded
@@ -167,6 +208,25 @@ def load_flux(base_dir: Path, tiny: bool, device: torch.device, dtype: torch.dty
         dtype=dtype,
         load_seconds=time.monotonic() - started,
     )
+
+
+def _load_nf4_transformer(base_dir: Path, dtype: torch.dtype) -> Any:
+    """The transformer quantized to 4-bit NormalFloat by bitsandbytes while it loads."""
+    from diffusers import BitsAndBytesConfig, FluxTransformer2DModel
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+    )
+    try:
+        return FluxTransformer2DModel.from_pretrained(
+            str(base_dir),
+            subfolder="transformer",
+            quantization_config=config,
+            torch_dtype=dtype,
+            local_files_only=True,
+        )
+    except (*LOAD_ERRORS, ImportError) as exc:
+        raise ModelError(f"could not load the FLUX transformer in NF4: {exc}") from exc
 
 
 def ensure_adapters(model: FluxModel, loras: tuple[tuple[Lora, Path], ...]) -> dict[str, bool]:
@@ -232,7 +292,9 @@ def _weights_and_model(
     key = weights.base_key
     model = ctx.part(
         key,
-        lambda: load_flux(weights.base_dir, weights.tiny, ctx.device, ctx.dtype),
+        lambda: load_flux(
+            weights.base_dir, weights.tiny, ctx.device, ctx.dtype, weights.transformer_gguf
+        ),
         weights.estimate_bytes(),
     )
     if not model.adapters:

@@ -38,7 +38,7 @@ DENOISERS = ("unet", "transformer")
 @dataclass(frozen=True)
 class Placement:
     strategy: str = "none"  # none | group | model | sequential
-    quantization: str = "none"  # none | fp8 (gguf-*, nf4 are chosen at load, not here)
+    quantization: str = "none"  # none | fp8 | gguf-q8_0 ... | nf4 (the last two at load)
     use_stream: bool = False
 
     @property
@@ -80,12 +80,18 @@ def place_pipeline(pipe: Any, device: torch.device) -> dict[str, Any]:
                     storage_dtype=torch.float8_e4m3fn, compute_dtype=module.dtype
                 )
                 done["fp8"] = name
+    elif placement.quantization.startswith("gguf-") or placement.quantization == "nf4":
+        # Chosen while loading (engine/flux.py): only FLUX transformers are stored so.
+        if not any(
+            type(getattr(pipe, n, None)).__name__ == "FluxTransformer2DModel" for n in DENOISERS
+        ):
+            raise ModelError(
+                f"quantization {placement.quantization!r} is for FLUX transformers; set "
+                "TOONFORGE_QUANTIZATION to fp8 or none for this tool"
+            )
+        done["quantization"] = placement.quantization
     elif placement.quantization != "none":
-        raise ModelError(
-            f"quantization {placement.quantization!r} needs weights stored that way (a GGUF or "
-            "bitsandbytes transformer); this tool names none: set TOONFORGE_QUANTIZATION=fp8 "
-            "or none"
-        )
+        raise ModelError(f"quantization: unknown storage {placement.quantization!r}")
     strategy = placement.strategy
     if strategy != "none" and device.type == "cpu":
         logger.info("offload strategy %s means nothing on the CPU: ignored", strategy)
