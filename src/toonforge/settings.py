@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Worker behaviour. Workers are woken when a task is queued (LISTEN/NOTIFY on
     # PostgreSQL, a loopback datagram on SQLite); this is only the safety-net poll.
     worker_poll_seconds: float = 2.0
+    # Model affinity: a worker takes tasks of tools it has loaded before older tasks of
+    # other tools, unless one of those has waited this long (0: strict first-in first-out).
+    affinity_max_wait_seconds: float = 30.0
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3

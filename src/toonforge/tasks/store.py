@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from toonforge.tasks import lifecycle as lc
@@ -150,11 +150,18 @@ def claim(
     tool_keys: Iterable[str],
     lease_seconds: float,
     max_attempts: int,
+    prefer: Iterable[str] = (),
+    prefer_max_wait: float = 0.0,
 ) -> Task | None:
     """Take the oldest task this worker can serve: queued, or held by a worker whose lease
     ran out (at-least-once). One UPDATE … WHERE id = (SELECT … SKIP LOCKED) … RETURNING that
     also moves the task to task_accept, so no other worker can see it as queued any more;
-    the outer WHERE repeats the condition, which PostgreSQL re-checks on the locked row."""
+    the outer WHERE repeats the condition, which PostgreSQL re-checks on the locked row.
+
+    Model affinity: with `prefer` (the tools whose parts this worker has loaded) and
+    `prefer_max_wait` > 0, a task of a preferred tool goes before older ones of other tools,
+    unless one of those has waited `prefer_max_wait` seconds: overdue tasks go first, oldest
+    first, so no task waits more than that behind newer ones (fairness before affinity)."""
     t = now()
     keys = list(tool_keys)
     if not keys:
@@ -169,7 +176,17 @@ def claim(
             & (Task.attempts < max_attempts),
         ),
     )
-    candidate = select(Task.id).where(*claimable).order_by(Task.id)
+    candidate = select(Task.id).where(*claimable)
+    preferred = [k for k in prefer if k in keys]
+    if preferred and prefer_max_wait > 0:
+        rank = case(
+            (Task.createtime < t - prefer_max_wait, 0),
+            (Task.tool_key.in_(preferred), 1),
+            else_=2,
+        )
+        candidate = candidate.order_by(rank, Task.id)
+    else:
+        candidate = candidate.order_by(Task.id)
     task_id = claim_first(
         session,
         Task.id,

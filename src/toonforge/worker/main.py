@@ -52,6 +52,13 @@ class Worker:
             if m.engine_ready and placement.allows(m.key, device)
         ]
 
+    def loaded_tools(self) -> list[str]:
+        """Tools whose parts this worker holds (model affinity prefers their tasks)."""
+        loaded = getattr(self.engine, "loaded", None)
+        if loaded is None:
+            return []
+        return sorted({tool for part in loaded() for tool in part.get("tools", [])})
+
     def run_once(self) -> bool:
         """Claim and run one task; false when there was none."""
         settings = self.services.settings
@@ -69,6 +76,8 @@ class Worker:
                 tool_keys=self.tool_keys(),
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
+                prefer=self.loaded_tools(),
+                prefer_max_wait=settings.affinity_max_wait_seconds,
             )
             begun = self.runner.begin(session, task) if task is not None else None
             session.commit()
