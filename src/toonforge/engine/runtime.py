@@ -2,18 +2,14 @@
 
 `prepare` loads (or reuses) what a request needs; `generate` runs it. The family modules do
 the model work; this module picks the device, owns the shared parts pool, dispatches on
-`manifest.backend.family`, and publishes what is loaded for `toonforge models status`. Only
-the worker imports it (it pulls in torch).
-
-A family module exposes:
-    prepare(ctx: EngineContext, manifest, params) -> dict     # load; info for debugoutput
-    generate(ctx, manifest, params, on_step, should_stop) -> GenerationResult
+`manifest.backend.family` through the family registry (engine/family.py: the contract every
+family keeps), and publishes what is loaded for `toonforge models status`. Only the worker
+imports it (it pulls in torch).
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import logging
 import os
@@ -27,6 +23,8 @@ import torch
 from toonforge.catalog.manifest import Manifest
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
+from toonforge.engine.family import Family
+from toonforge.engine.family import family as family_for
 from toonforge.engine.placement import Placement, placing
 from toonforge.engine.plan.on_device import overrides, plan_on_device
 from toonforge.engine.plan.planner import Plan
@@ -36,12 +34,6 @@ from toonforge.settings import Settings
 
 logger = logging.getLogger("toonforge.engine")
 
-FAMILY_MODULES = {
-    "sd15": "toonforge.engine.sd15",
-    "sdxl": "toonforge.engine.sdxl",
-    "flux": "toonforge.engine.flux",
-    "animatediff": "toonforge.engine.animatediff",
-}
 TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
 
@@ -140,7 +132,7 @@ class EngineRuntime:
             with placing(self.placement(manifest)[1]):
                 return family.model_for(self.ctx, manifest, self._params(manifest, params))
 
-    def _warm_up(self, family: Any, manifest: Manifest) -> float:
+    def _warm_up(self, family: Family, manifest: Manifest) -> float:
         """One short run at the page's defaults after a load with torch.compile on, so the
         compilation is not paid by the first user's task."""
         events = list(self.ctx.events)
@@ -213,16 +205,8 @@ class EngineRuntime:
 
         return validate_inputs(manifest, {})
 
-    def _family(self, manifest: Manifest) -> Any:
-        family = manifest.backend.family
-        if family not in FAMILY_MODULES:
-            raise ModelError(f"engine for family {family} is not built yet")
-        try:
-            return importlib.import_module(FAMILY_MODULES[family])
-        except ModuleNotFoundError as exc:
-            if exc.name != FAMILY_MODULES[family]:
-                raise
-            raise ModelError(f"engine for family {family} is not built yet") from exc
+    def _family(self, manifest: Manifest) -> Family:
+        return family_for(manifest.backend.family)
 
     def _release(self) -> None:
         # Evicted parts hold reference cycles (modules <-> hooks); collect them now and give
