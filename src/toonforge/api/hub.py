@@ -31,6 +31,9 @@ class EventHub:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        # Followers of queued tasks: woken by any task's news (a claim or a cancel ahead of
+        # them moves their place in the queue).
+        self._queue_waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
         self._cursor: int | None = None
@@ -64,6 +67,16 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
+    @contextlib.contextmanager
+    def follow_queue(self) -> Iterator[asyncio.Event]:
+        """An event set whenever any task has news (for a queued task's place in line)."""
+        flag = asyncio.Event()
+        self._queue_waiters.add(flag)
+        try:
+            yield flag
+        finally:
+            self._queue_waiters.discard(flag)
+
     # -- called from the listener thread --------------------------------------------------------
 
     def _on_notify(self, _channel: str, payload: str) -> None:
@@ -78,6 +91,8 @@ class EventHub:
 
     def _wake(self, task_id: int) -> None:
         for flag in self._waiters.get(task_id, ()):
+            flag.set()
+        for flag in self._queue_waiters:
             flag.set()
 
     def _wake_all(self) -> None:

@@ -179,6 +179,18 @@ class TaskRecord(BaseModel):
     categories: str = Field(description="The tool's categories, as a JSON text.")
     outputs: list[OutputFile]
     size: str = Field(description="Total bytes of the outputs.")
+    queueposition: str = Field(
+        "0",
+        description="toonforge: a queued task's 1-based place among the queued tasks that "
+        'run before it (every worker serves every runnable tool, oldest first); "0" when '
+        "not queued.",
+    )
+    estimatedstarttime: str = Field(
+        "0",
+        description="toonforge: a queued task's estimated start (unix seconds), from the "
+        'recent run times of the tools ahead and the live workers; "0" when unknown or '
+        "not queued.",
+    )
     callbacks: list[CallbackDeliveryRecord] = Field(
         default_factory=list,
         description="Task/Detail, Cancel, Kill and InputOutputDelete only: the callback "

@@ -46,6 +46,7 @@ from toonforge.engine.contract import (
 )
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.preview import flux_preview
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
 from toonforge.prompts import PromptError
 from toonforge.prompts.encoders import EncoderPrompts, split_encoder_prompt
@@ -381,7 +382,8 @@ def generate_flux(
     seeds = [req.seed + i for i in range(req.samples)]
     # One CPU generator per sample: image i depends only on seed + i.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    step_end = PipelineSteps(on_step, should_stop)
+    preview = flux_preview(req.height, req.width, pipe.vae_scale_factor)
+    step_end = PipelineSteps(on_step, should_stop, preview)
 
     with _model_errors(req):
         latents = pipe(

@@ -43,6 +43,7 @@ from toonforge.engine.contract import (
 )
 from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.preview import SDXL as SDXL_PREVIEW
 from toonforge.engine.prompt_embeds import (
     ClipEncoder,
     EncodedText,
@@ -549,6 +550,7 @@ def generate_sdxl(
             should_stop=should_stop,
             added_cond=_added_cond(time_ids, time_ids),
             total_steps=total,
+            preview=SDXL_PREVIEW,
         )
         if run_refiner:
             assert refiner is not None
@@ -574,6 +576,7 @@ def generate_sdxl(
                 added_cond=_added_cond(neg_ids.to(device), pos_ids.to(device)),
                 step_offset=base_count,
                 total_steps=total,
+                preview=SDXL_PREVIEW,
             )
     base_run, refiner_run = base_count, refiner_count if run_refiner else 0
     with _model_errors(req):

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import claim, reap
+from toonforge.worker.presence import Presence
+from toonforge.worker.previews import prune_previews
 from toonforge.worker.runner import Engine, TaskRunner
 
 log = logging.getLogger("toonforge.worker")
@@ -51,6 +53,7 @@ class Worker:
             self._last_reap = time.monotonic()
             with self.services.sessions() as session:
                 ended = reap(session, max_attempts=settings.max_attempts)
+                prune_previews(session)
                 session.commit()
             for task_id in ended:
                 log.warning("task %s ended: its worker was lost", task_id)
@@ -96,6 +99,10 @@ class Worker:
         log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
         if on_ready is not None:
             on_ready()
+        with Presence(self.services, self.worker_id):
+            self._loop()
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 # Cleared before looking, so a task queued while we look wakes us again.
