@@ -44,6 +44,7 @@ from toonforge.api import routes_task_list, routes_tool
 from toonforge.api.envelope import ApiError
 from toonforge.catalog import Catalog, InputSpec, Manifest
 from toonforge.catalog.manifest import InputType
+from toonforge.catalog.output_format import output_inputs
 from toonforge.catalog.schema import GROUP_TITLE
 from toonforge.catalog.search import SORTS as TOOL_SORTS
 from toonforge.catalog.search import default_order
@@ -944,6 +945,11 @@ def run_body_schema(manifest: Manifest, *, form: bool = False) -> dict[str, Any]
                     ]
                 }
             )
+    for spec in output_inputs(manifest):
+        props[spec.name] = input_schema(spec)
+        props[spec.name]["description"] = (
+            "toonforge addition (not on the tool page): " + props[spec.name]["description"]
+        )
     props["callbackUrl"] = {
         "type": "string",
         "description": "Optional: an http(s) URL that gets the task record (POST, Standard "
