@@ -569,6 +569,11 @@ class SocketTaskInfo(BaseModel):
 
     type: Literal["task_info"]
     tasktoken: str = Field(description="The task's socketaccesstoken (Run's answer).")
+    previews: bool = Field(
+        False,
+        description="toonforge: true to get preview images in `task_output` frames "
+        "(`message.preview`, `message.previewStep`).",
+    )
 
 
 class SocketProgress(BaseModel):
@@ -585,6 +590,12 @@ class SocketProgress(BaseModel):
     speedType: str
     elapsedTime: str
     remainingTime: str
+    preview: str | None = Field(
+        None,
+        description="toonforge, with `previews: true` only, every few steps: a "
+        "`data:image/webp;base64,...` URL of the first sample as it stands (at most 128 px).",
+    )
+    previewStep: str | None = Field(None, description="The step `preview` shows.")
 
 
 class SocketEvent(BaseModel):
@@ -598,6 +609,16 @@ class SocketEvent(BaseModel):
         "for `task_postprocess_end`, a log line for `task_error`."
     )
     result: Literal[True]
+    queueposition: str | None = Field(
+        None,
+        description="toonforge, while the task is queued: its 1-based place in the queue "
+        "(as in the TASK record).",
+    )
+    estimatedstarttime: str | None = Field(
+        None,
+        description='toonforge, while the task is queued: estimated start, unix seconds ("0": '
+        "unknown).",
+    )
 
 
 class SocketError(BaseModel):
@@ -1231,6 +1252,11 @@ authentication header: the task token is the capability.
    - for `task_postprocess_end` it is the outputs list (as in Task/Detail);
    - `task_error` carries a log line (not a failure), `task_cancel` ends a killed or
      cancelled task.
+   - toonforge: while the task is queued, frames also carry `queueposition` and
+     `estimatedstarttime`, and a `task_queue` frame is sent again when the position changes
+     (always before `task_accept`).
+   - toonforge: with `"previews": true` in `task_info`, some `task_output` messages also
+     carry `preview` (a small `data:image/webp;base64,...` image) and `previewStep`.
 3. An unknown token: `{{"type": "task_info", "tasktoken": TOKEN, "result": false,
    "message": "There is no task yet."}}`. A message that is not JSON or not `task_info`:
    `{{"type": "error", "result": false, "message": …}}`. The socket stays open for another
