@@ -67,14 +67,12 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
-    @contextlib.contextmanager
-    def follow_queue(self) -> Iterator[asyncio.Event]:
-        """An event set whenever any task has news (for a queued task's place in line)."""
-        flag = asyncio.Event()
-        self._queue_waiters.add(flag)
-        try:
-            yield flag
-        finally:
+    def watch_queue(self, flag: asyncio.Event, on: bool) -> None:
+        """While `on`, set `flag` whenever any task has news (a follower of a queued task
+        looks at its place in line then); only queued tasks' followers are registered."""
+        if on:
+            self._queue_waiters.add(flag)
+        else:
             self._queue_waiters.discard(flag)
 
     # -- called from the listener thread --------------------------------------------------------

@@ -157,8 +157,12 @@ async def _follow(
     if not _TOKEN.fullmatch(token) or (task_id := await _task_id_for(services, token)) is None:
         await _no_task(ws, token[:64])
         return
-    with hub.follow(task_id) as news, hub.follow_queue() as moved:
-        await _stream(ws, services, news, moved, token, previews)
+    moved = asyncio.Event()
+    with hub.follow(task_id) as news:
+        try:
+            await _stream(ws, services, hub, news, moved, token, previews)
+        finally:
+            hub.watch_queue(moved, False)
 
 
 async def _no_task(ws: WebSocket, token: str) -> None:
@@ -194,6 +198,7 @@ async def _wait(news: asyncio.Event, moved: asyncio.Event | None, checked: float
 async def _stream(
     ws: WebSocket,
     services: Services,
+    hub: EventHub,
     news: asyncio.Event,
     moved: asyncio.Event,
     token: str,
@@ -215,6 +220,7 @@ async def _stream(
             await run_in_threadpool(_request_previews, services, task.id)
             sent_preview = 0
     position = spot.position if spot is not None else None
+    hub.watch_queue(moved, position is not None)
     checked = asyncio.get_running_loop().time()
     while True:
         await _wait(news, moved if position is not None else None, checked)
@@ -230,6 +236,7 @@ async def _stream(
             frame = _frame(task, lc.QUEUE, None)
             await ws.send_json({**frame, **queue_fields(polled.spot)})
         position = polled.spot.position if polled.spot is not None else None
+        hub.watch_queue(moved, position is not None)
         carrier = _preview_index(events, polled.preview[0]) if polled.preview else None
         for i, (event_id, type_, message) in enumerate(events):
             cursor = event_id
