@@ -53,13 +53,15 @@ class PreviewSlot:
 
 def prune_previews(session: Session) -> None:
     """Previews of tasks that ended a while ago (kept that long so that a subscriber that
-    reads the last steps late still gets the last preview)."""
-    ended = select(Task.id).where(Task.status.in_(lc.TERMINAL))
-    session.execute(
-        delete(TaskPreview).where(
-            TaskPreview.task_id.in_(ended), TaskPreview.requested_at < now() - KEEP_SECONDS
-        )
-    )
+    reads the last steps late still gets the last preview). Read from the (small) previews
+    table, joined to the tasks by primary key."""
+    ended = session.scalars(
+        select(TaskPreview.task_id)
+        .join(Task, Task.id == TaskPreview.task_id)
+        .where(TaskPreview.requested_at < now() - KEEP_SECONDS, Task.status.in_(lc.TERMINAL))
+    ).all()
+    if ended:
+        session.execute(delete(TaskPreview).where(TaskPreview.task_id.in_(ended)))
 
 
 class StepReporter:
