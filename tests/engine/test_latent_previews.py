@@ -91,3 +91,34 @@ def test_offer_makes_a_preview_only_when_asked() -> None:
     # A plain function gets nothing, and nothing is computed for it.
     pv.offer_preview(lambda s, t: None, 2, 3, latents, pv.SD15)
     assert asked == [1]
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "size"),
+    [
+        ("futurist/CartoonMix v1.0", {"width": 96, "height": 64}, (12, 8)),
+        ("retroAIx/Retro-Cartoons", {"width": 64, "height": 96}, (8, 12)),
+        ("WizardWhitebeard/Toon-Renders", {"width": 128, "height": 64}, (16, 8)),
+        ("wiro/animate-diff", {"width": 64, "height": 64, "frameNumber": 2}, (8, 8)),
+    ],
+)
+def test_each_family_hands_previews_to_a_callback_that_wants_them(
+    runtime: object, key: str, body: dict[str, object], size: tuple[int, int]
+) -> None:
+    """Through the real samplers (tiny stand-ins): the step callback path of every family
+    offers previews of the request's aspect."""
+    from toonforge.catalog import load_catalog
+    from toonforge.catalog.validation import validate_inputs
+
+    manifest = load_catalog().by_key(key)
+    assert manifest is not None
+    request = {"steps": 3, "seed": 5, "prompt": "a lighthouse", **body}
+    if any(i.name == "samples" for i in manifest.inputs):
+        request["samples"] = 1
+    params = validate_inputs(manifest, request)
+    sink = Sink({1, 2, 3})
+    runtime.generate(manifest, params, sink, lambda: False)  # type: ignore[attr-defined]
+    assert sink.got, key
+    for url in sink.got.values():
+        data = base64.b64decode(url.partition(",")[2])
+        assert Image.open(io.BytesIO(data)).size == size
