@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3
+    # WebSocket previews while sampling: while a subscriber asked for them, the worker makes
+    # one every this many steps (each costs a latent-to-RGB map and a small WebP encode).
+    preview_every_steps: int = 3
+    # A worker refreshes its presence row this often (Task/Detail's start-time estimate
+    # counts the workers seen within three of these).
+    presence_seconds: float = 10.0
     # `serve` starts this many worker processes (0: API only; run `toonforge worker` apart);
     # `auto`: one per visible GPU (or per entry of `devices`).
     workers: int | Literal["auto"] = 1

@@ -31,6 +31,9 @@ class EventHub:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        # Followers of queued tasks: woken by any task's news (a claim or a cancel ahead of
+        # them moves their place in the queue).
+        self._queue_waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: asyncio.Task[None] | None = None
         self._cursor: int | None = None
@@ -64,6 +67,14 @@ class EventHub:
                 if not waiters:
                     del self._waiters[task_id]
 
+    def watch_queue(self, flag: asyncio.Event, on: bool) -> None:
+        """While `on`, set `flag` whenever any task has news (a follower of a queued task
+        looks at its place in line then); only queued tasks' followers are registered."""
+        if on:
+            self._queue_waiters.add(flag)
+        else:
+            self._queue_waiters.discard(flag)
+
     # -- called from the listener thread --------------------------------------------------------
 
     def _on_notify(self, _channel: str, payload: str) -> None:
@@ -78,6 +89,8 @@ class EventHub:
 
     def _wake(self, task_id: int) -> None:
         for flag in self._waiters.get(task_id, ()):
+            flag.set()
+        for flag in self._queue_waiters:
             flag.set()
 
     def _wake_all(self) -> None:

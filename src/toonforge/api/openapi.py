@@ -44,6 +44,7 @@ from toonforge.api import routes_task_list, routes_tool
 from toonforge.api.envelope import ApiError
 from toonforge.catalog import Catalog, InputSpec, Manifest
 from toonforge.catalog.manifest import InputType
+from toonforge.catalog.output_format import output_inputs
 from toonforge.catalog.schema import GROUP_TITLE
 from toonforge.catalog.search import SORTS as TOOL_SORTS
 from toonforge.catalog.search import default_order
@@ -184,6 +185,18 @@ class TaskRecord(BaseModel):
     categories: str = Field(description="The tool's categories, as a JSON text.")
     outputs: list[OutputFile]
     size: str = Field(description="Total bytes of the outputs.")
+    queueposition: str = Field(
+        "0",
+        description="toonforge: a queued task's 1-based place among the queued tasks that "
+        'run before it (every worker serves every runnable tool, oldest first); "0" when '
+        "not queued.",
+    )
+    estimatedstarttime: str = Field(
+        "0",
+        description="toonforge: a queued task's estimated start (unix seconds), from the "
+        'recent run times of the tools ahead and the live workers; "0" when unknown or '
+        "not queued.",
+    )
     callbacks: list[CallbackDeliveryRecord] = Field(
         default_factory=list,
         description="Task/Detail, Cancel, Kill and InputOutputDelete only: the callback "
@@ -561,6 +574,11 @@ class SocketTaskInfo(BaseModel):
 
     type: Literal["task_info"]
     tasktoken: str = Field(description="The task's socketaccesstoken (Run's answer).")
+    previews: bool = Field(
+        False,
+        description="toonforge: true to get preview images in `task_output` frames "
+        "(`message.preview`, `message.previewStep`).",
+    )
 
 
 class SocketProgress(BaseModel):
@@ -577,6 +595,12 @@ class SocketProgress(BaseModel):
     speedType: str
     elapsedTime: str
     remainingTime: str
+    preview: str | None = Field(
+        None,
+        description="toonforge, with `previews: true` only, every few steps: a "
+        "`data:image/webp;base64,...` URL of the first sample as it stands (at most 128 px).",
+    )
+    previewStep: str | None = Field(None, description="The step `preview` shows.")
 
 
 class SocketEvent(BaseModel):
@@ -590,6 +614,16 @@ class SocketEvent(BaseModel):
         "for `task_postprocess_end`, a log line for `task_error`."
     )
     result: Literal[True]
+    queueposition: str | None = Field(
+        None,
+        description="toonforge, while the task is queued: its 1-based place in the queue "
+        "(as in the TASK record).",
+    )
+    estimatedstarttime: str | None = Field(
+        None,
+        description='toonforge, while the task is queued: estimated start, unix seconds ("0": '
+        "unknown).",
+    )
 
 
 class SocketError(BaseModel):
@@ -937,6 +971,11 @@ def run_body_schema(manifest: Manifest, *, form: bool = False) -> dict[str, Any]
                     ]
                 }
             )
+    for spec in output_inputs(manifest):
+        props[spec.name] = input_schema(spec)
+        props[spec.name]["description"] = (
+            "toonforge addition (not on the tool page): " + props[spec.name]["description"]
+        )
     props["callbackUrl"] = {
         "type": "string",
         "description": "Optional: an http(s) URL that gets the task record (POST, Standard "
@@ -1220,6 +1259,11 @@ authentication header: the task token is the capability.
    - for `task_postprocess_end` it is the outputs list (as in Task/Detail);
    - `task_error` carries a log line (not a failure), `task_cancel` ends a killed or
      cancelled task.
+   - toonforge: while the task is queued, frames also carry `queueposition` and
+     `estimatedstarttime`, and a `task_queue` frame is sent again when the position changes
+     (always before `task_accept`).
+   - toonforge: with `"previews": true` in `task_info`, some `task_output` messages also
+     carry `preview` (a small `data:image/webp;base64,...` image) and `previewStep`.
 3. An unknown token: `{{"type": "task_info", "tasktoken": TOKEN, "result": false,
    "message": "There is no task yet."}}`. A message that is not JSON or not `task_info`:
    `{{"type": "error", "result": false, "message": …}}`. The socket stays open for another

@@ -26,6 +26,7 @@ from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.ids import parse_id
 from toonforge.tasks.models import CallbackDelivery, Task
 from toonforge.tasks.projects import ProjectInfo
+from toonforge.tasks.queue_position import queue_spot_of
 from toonforge.tasks.record import read_task_view, task_record
 from toonforge.tasks.store import cancel_queued, find_task, request_kill
 from toonforge.tasks.uploads import remove_task_uploads
@@ -65,6 +66,7 @@ def _record(services: Services, session: Session, task: Any) -> dict[str, Any]:
         public_url=services.settings.resolved_public_url,
         manifest=services.catalog.by_key(task.tool_key),
         deliveries=deliveries,
+        queue=queue_spot_of(services, session, task),
     )
 
 

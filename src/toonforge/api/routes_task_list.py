@@ -22,6 +22,7 @@ from toonforge.catalog import Catalog
 from toonforge.catalog.manifest import clean_slug
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.models import Task
+from toonforge.tasks.queue_position import queue_spot_of
 from toonforge.tasks.record import task_record
 
 router = APIRouter()
@@ -104,7 +105,12 @@ def task_list(body: BodyDep, project: ProjectDep, services: ServicesDep) -> dict
         return ok(
             total=str(total),
             tasklist=[
-                task_record(t, public_url=public_url, manifest=services.catalog.by_key(t.tool_key))
+                task_record(
+                    t,
+                    public_url=public_url,
+                    manifest=services.catalog.by_key(t.tool_key),
+                    queue=queue_spot_of(services, session, t),
+                )
                 for t in tasks
             ],
         )

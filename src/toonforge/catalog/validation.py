@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toonforge.catalog.manifest import InputSpec, Manifest
+from toonforge.catalog.output_format import output_inputs
 
 # Fields every Run accepts besides the tool's inputs; they are not model parameters.
 COMMON_FIELDS = frozenset({"callbackUrl", "projectid"})
@@ -182,13 +183,26 @@ def validate_inputs(
             issues.append(ValidationIssue(spec.name, err))
         else:
             params[spec.name] = value
+    # toonforge's own inputs (catalog/output_format.py): checked when sent, never filled in.
+    for spec in output_inputs(manifest):
+        raw = body.get(spec.name)
+        if _is_absent(spec, raw) or (isinstance(raw, str) and not raw.strip()):
+            continue
+        if spec.type == "select":
+            value, err = _select(spec, str(raw).strip().lower())
+        else:
+            value, err = _number(spec, raw)
+        if err:
+            issues.append(ValidationIssue(spec.name, err))
+        else:
+            params[spec.name] = value
     if not issues:
         issues += _prompt_syntax(manifest, params)
     if issues:
         raise InvalidInputs(issues)
     # Inputs the tool does not declare are kept as sent (the parameters show the request as
     # run); engines ignore them unless their family documents a use.
-    declared = {s.name for s in manifest.inputs}
+    declared = {s.name for s in manifest.inputs} | {s.name for s in output_inputs(manifest)}
     for key, raw in body.items():
         if key not in declared and key not in COMMON_FIELDS:
             params[key] = raw

@@ -46,6 +46,7 @@ from toonforge.engine.contract import (
     StopCheck,
 )
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.preview import ANIMATEDIFF as ANIMATEDIFF_PREVIEW
 from toonforge.engine.prompt_embeds import encode_prompts
 from toonforge.engine.sd15 import Sd15Model, load_sd15
 from toonforge.engine.weights import (
@@ -407,7 +408,7 @@ def generate_video(
     except ValueError as exc:  # PromptError: a prompt AUTOMATIC1111 itself cannot run
         raise ModelError(f"prompt: {exc}") from exc
     generator = torch.Generator("cpu").manual_seed(req.seed)
-    step_end = PipelineSteps(on_step, should_stop)
+    step_end = PipelineSteps(on_step, should_stop, ANIMATEDIFF_PREVIEW)
 
     dtype = model.base.dtype
     with _model_errors(req):

@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 
 from toonforge.engine.contract import GenerationInterrupted, ModelError, StepCallback, StopCheck
+from toonforge.engine.preview import LatentPreview, offer_preview
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 # Errors diffusers and safetensors raise for unreadable or mismatched weight files.
@@ -54,14 +55,22 @@ class PipelineSteps:
         steps.raise_if_stopped()
     """
 
-    def __init__(self, on_step: StepCallback, should_stop: StopCheck):
+    def __init__(
+        self, on_step: StepCallback, should_stop: StopCheck, preview: LatentPreview | None = None
+    ):
         self.on_step = on_step
+        # How the pipeline's `latents` look as RGB, for the previews on_step may ask for.
+        self.preview = preview
         self.should_stop = should_stop
         self.interrupted = False
         self.error: Exception | None = None
 
     def __call__(self, pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> Any:
         try:
+            if self.preview is not None:
+                offer_preview(
+                    self.on_step, step + 1, pipe.num_timesteps, kwargs.get("latents"), self.preview
+                )
             self.on_step(step + 1, pipe.num_timesteps)
             if self.should_stop():
                 self.interrupted = True

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # on_step(step, total): called after each denoising step (1-based `step`).
 StepCallback = Callable[[int, int], None]
+
+
+class PreviewSink(Protocol):
+    """What a step callback may offer besides being called (see engine/preview.py): the
+    worker's callback wants a preview image every few steps while a WebSocket subscriber
+    asked for previews. Engines look these methods up with getattr: a plain
+    `(step, total)` function gets no previews."""
+
+    def wants_preview(self, step: int, total: int) -> bool: ...
+    def add_preview(self, step: int, url: str) -> None: ...
+
+
 # should_stop(): true once the task was killed; the engine then interrupts between steps.
 StopCheck = Callable[[], bool]
 

@@ -37,16 +37,16 @@ from toonforge.engine.common import (
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
-    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
     StopCheck,
     WeightsMissing,
 )
+from toonforge.engine.image_files import image_file, output_format
 from toonforge.engine.placement import current_placement, place_pipeline
-from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.preview import flux_preview
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
 from toonforge.prompts import PromptError
 from toonforge.prompts.encoders import EncoderPrompts, split_encoder_prompt
@@ -358,6 +358,7 @@ class _Request:
     seed: int
     width: int
     height: int
+    output: tuple[str, int] = ("png", 90)  # outputFormat, outputQuality
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _Request:
@@ -378,6 +379,7 @@ class _Request:
             seed=_param(params, "seed", int),
             width=_param(params, "width", int),
             height=_param(params, "height", int),
+            output=output_format(params),
         )
         check_image_request(req.samples, req.steps, req.width, req.height, req.seed, SIZE_MULTIPLE)
         return req
@@ -444,7 +446,8 @@ def generate_flux(
     seeds = [req.seed + i for i in range(req.samples)]
     # One CPU generator per sample: image i depends only on seed + i.
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    step_end = PipelineSteps(on_step, should_stop)
+    preview = flux_preview(req.height, req.width, pipe.vae_scale_factor)
+    step_end = PipelineSteps(on_step, should_stop, preview)
 
     with _model_errors(req):
         latents = pipe(
@@ -494,7 +497,7 @@ def generate_flux(
             "parameters": parameters,
             "toonforge-tiny": "true" if model.tiny else None,
         }
-        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+        files.append(image_file(i, image, text, req.output))
     info: dict[str, Any] = {
         **model.describe(),
         "seed": req.seed,

@@ -22,14 +22,14 @@ from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
-    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
     StopCheck,
 )
+from toonforge.engine.image_files import image_file, output_format
 from toonforge.engine.placement import place_pipeline
-from toonforge.engine.png import a1111_parameters, png_bytes
+from toonforge.engine.png import a1111_parameters
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.prompt_embeds import (
     ClipEncoder,
@@ -128,6 +128,7 @@ class _Request:
     width: int
     height: int
     scheduler: str
+    output: tuple[str, int] = ("png", 90)  # outputFormat, outputQuality
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _Request:
@@ -142,6 +143,7 @@ class _Request:
             width=_param(params, "width", int),
             height=_param(params, "height", int),
             scheduler=_param(params, "scheduler", str),
+            output=output_format(params),
         )
         check_image_request(req.samples, req.steps, req.width, req.height, req.seed)
         return req
@@ -256,7 +258,7 @@ def generate_sd15(
             ),
             "toonforge-tiny": "true" if tiny else None,
         }
-        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+        files.append(image_file(i, image, text, req.output))
     info = {
         **model.describe(),
         "seed": req.seed,

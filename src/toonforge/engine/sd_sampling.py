@@ -21,6 +21,7 @@ import torch
 from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
 from toonforge.engine.contract import GenerationInterrupted, StepCallback, StopCheck
+from toonforge.engine.preview import SD15, LatentPreview, offer_preview
 
 # For SDXL: conditioning + batch size -> the UNet's added_cond_kwargs, in the order
 # [negative, positive 1, positive 2, ...], each repeated over the batch.
@@ -41,11 +42,13 @@ def denoise(
     added_cond: AddedCond | None = None,
     step_offset: int = 0,
     total_steps: int | None = None,
+    preview: LatentPreview = SD15,
 ) -> torch.Tensor:
     """Run `timesteps` from `latents`; `conditioning(i)` is asked for each 0-based step i.
 
     `on_step(step_offset + i + 1, total_steps)` follows every step; when `should_stop()` turns
-    true, GenerationInterrupted is raised between steps.
+    true, GenerationInterrupted is raised between steps. `preview` says how these latents
+    look as RGB, for the preview images a step callback may ask for.
     """
     total = total_steps if total_steps is not None else step_offset + len(timesteps)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
@@ -78,6 +81,7 @@ def denoise(
         latents = scheduler.step(guided, t, latents, return_dict=False, **extra)[0]
         check_finite(latents, f"at denoising step {step_offset + i + 1}")
         try:
+            offer_preview(on_step, step_offset + i + 1, total, latents, preview)
             on_step(step_offset + i + 1, total)
             stop = should_stop()
         except Exception as exc:

@@ -35,15 +35,15 @@ from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
-    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
     StopCheck,
 )
+from toonforge.engine.image_files import image_file, output_format
 from toonforge.engine.placement import place_pipeline
-from toonforge.engine.png import png_bytes
 from toonforge.engine.pool import module_bytes
+from toonforge.engine.preview import SDXL as SDXL_PREVIEW
 from toonforge.engine.prompt_embeds import (
     ClipEncoder,
     EncodedText,
@@ -276,6 +276,7 @@ class _Request:
     refiner: bool
     high_noise_frac: float
     steps_refiner: int
+    output: tuple[str, int] = ("png", 90)  # outputFormat, outputQuality
 
     @classmethod
     def from_params(cls, manifest: Manifest, params: dict[str, Any]) -> _Request:
@@ -294,6 +295,7 @@ class _Request:
             # Only read when the refiner runs: base-only tools need not declare them.
             high_noise_frac=_param(params, "highNoiseFrac", float) if refiner else 1.0,
             steps_refiner=_param(params, "stepsRefiner", int) if refiner else 0,
+            output=output_format(params),
         )
         check_image_request(req.samples, req.steps, req.width, req.height, req.seed)
         if refiner and req.steps_refiner < 1:
@@ -550,6 +552,7 @@ def generate_sdxl(
             should_stop=should_stop,
             added_cond=_added_cond(time_ids, time_ids),
             total_steps=total,
+            preview=SDXL_PREVIEW,
         )
         if run_refiner:
             assert refiner is not None
@@ -575,6 +578,7 @@ def generate_sdxl(
                 added_cond=_added_cond(neg_ids.to(device), pos_ids.to(device)),
                 step_offset=base_count,
                 total_steps=total,
+                preview=SDXL_PREVIEW,
             )
     base_run, refiner_run = base_count, refiner_count if run_refiner else 0
     with _model_errors(req):
@@ -597,7 +601,7 @@ def generate_sdxl(
             "parameters": _parameters_text(req, model, manifest, seed),
             "toonforge-tiny": "true" if model.weights.tiny else None,
         }
-        files.append(GeneratedFile(f"{i}.png", png_bytes(image, text), "image/png"))
+        files.append(image_file(i, image, text, req.output))
     info = {
         **model.describe(),
         "seed": req.seed,

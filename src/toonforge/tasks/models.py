@@ -219,3 +219,34 @@ class TaskUpload(Base):
     upload_id: Mapped[str] = mapped_column(
         ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class TaskPreview(Base):
+    """The latest preview image of a running task, for WebSocket subscribers who asked.
+
+    The API inserts the row when a subscriber sends `"previews": true` (its presence is what
+    tells the worker to make previews); the worker overwrites `image` every few steps in its
+    progress transaction and removes the row when the task ends. One row per task, a few
+    kilobytes: the worker and the API may be on different hosts, so the image travels here."""
+
+    __tablename__ = "task_previews"
+
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(Integer, default=0)  # 0: no preview yet
+    image: Mapped[str] = mapped_column(Text, default="")  # a data: URL
+    requested_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float)
+
+
+class WorkerPresence(Base):
+    """A worker process that is alive: it refreshes `seen_at` while it runs (idle or busy)
+    and removes its row when it stops. The queue's start-time estimate divides the work
+    ahead among the live workers."""
+
+    __tablename__ = "worker_presence"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from toonforge.catalog import Manifest
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.models import CallbackDelivery, Task, TaskOutput
+from toonforge.tasks.queue_position import QueueSpot, queue_fields
 from toonforge.tasks.store import elapsed_seconds
 
 _TIME_FIELDS = (
@@ -102,7 +103,10 @@ def task_record(
     public_url: str,
     manifest: Manifest | None,
     deliveries: list[CallbackDelivery] | None = None,
+    queue: QueueSpot | None = None,
 ) -> dict[str, Any]:
+    """`queue`: the place of a queued task (queue_position.queue_spot_of); without it the
+    record says "0" for both queue fields."""
     outputs = outputs_list(task, public_url)
     elapsed = elapsed_seconds(task) if task.starttime else 0.0
     owner, _, slug = task.tool_key.partition("/")
@@ -132,6 +136,7 @@ def task_record(
         "categories": json.dumps(manifest.categories if manifest else []),
         "outputs": outputs,
         "size": str(sum(int(o["size"]) for o in outputs)),
+        **queue_fields(queue),
     }
     for field in _TIME_FIELDS:
         record[field] = _ts(getattr(task, field))

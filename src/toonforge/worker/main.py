@@ -20,6 +20,8 @@ from toonforge.devices import Placement
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import claim, reap
+from toonforge.worker.presence import Presence
+from toonforge.worker.previews import prune_previews
 from toonforge.worker.runner import Engine, TaskRunner
 
 log = logging.getLogger("toonforge.worker")
@@ -66,6 +68,7 @@ class Worker:
             self._last_reap = time.monotonic()
             with self.services.sessions() as session:
                 ended = reap(session, max_attempts=settings.max_attempts)
+                prune_previews(session)
                 session.commit()
             for task_id in ended:
                 log.warning("task %s ended: its worker was lost", task_id)
@@ -118,6 +121,10 @@ class Worker:
         )
         if on_ready is not None:
             on_ready()
+        with Presence(self.services, self.worker_id):
+            self._loop()
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 # Cleared before looking, so a task queued while we look wakes us again.

@@ -31,6 +31,7 @@ from toonforge.tasks.store import (
     release,
     total_cost,
 )
+from toonforge.worker.previews import PreviewSlot, StepReporter
 from toonforge.worker.progress import ProgressMeter
 from toonforge.worker.redact import redact_paths
 
@@ -165,10 +166,12 @@ class TaskRunner:
 
         meter = ProgressMeter()
         kill_seen = threading.Event()
+        previews = PreviewSlot(self.services.settings.preview_every_steps)
 
-        def on_step(step: int, total: int) -> None:
+        def progress(step: int, total: int) -> None:
             def write(session: Any, task: Task) -> None:
                 advance(session, task, lc.OUTPUT, meter.message(step, total))
+                previews.sync(session, task_id)
                 if task.kill_requested:
                     kill_seen.set()
 
@@ -179,6 +182,7 @@ class TaskRunner:
                 # The run goes on; the closing writes wait for the database.
                 log.warning("task %s: progress not recorded (%s)", task_id, type(exc).__name__)
 
+        on_step = StepReporter(progress, previews)
         try:
             result = self.engine.generate(
                 manifest, params, on_step, lambda: kill_seen.is_set() or self.shutdown.is_set()
