@@ -219,7 +219,7 @@ def test_the_document_and_the_app_agree(doc: dict[str, Any], app: tuple[Any, Ser
     for path, method, _ in operations(doc):
         assert any(pat.match(path) and m == method for pat, m in served), (method, path)
     not_api = {"/openapi.json", "/docs", "/redoc", "/docs/assets/{name}"}
-    not_api |= {PLAYGROUND_PAGE, PLAYGROUND_ASSETS}  # the playground (toonforge.api.routes_playground)
+    not_api |= {PLAYGROUND_PAGE, PLAYGROUND_ASSETS}  # the playground page and its assets
     documented = {(p, m) for p, m, _ in operations(doc)}
     for path, method in routes - {(p, m) for p in not_api for m in ("get", "head")}:
         if method == "websocket":

@@ -1,0 +1,86 @@
+"""Fixtures of the playground's browser tests: one real `toonforge serve --tiny` for the
+module, Debian's Chromium driven by Playwright, a fresh browser context per test, and a
+screenshot of the page when a test fails (in test-artifacts/, path printed)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import Server, create_keys
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("playground"))
+    srv.keys = create_keys(srv.env)  # type: ignore[attr-defined]
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs it")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _loopback_only(route: Any) -> None:
+    """The page must work offline: anything not on this machine is refused (a tool's cover on
+    a CDN falls back to its placeholder)."""
+    host = re.sub(r"^[a-z]+://([^/:]+).*$", r"\1", route.request.url)
+    if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", _loopback_only)
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.goto(server.url + "/")
+    yield tab
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / f"{request.node.name}.png"
+        tab.screenshot(path=str(shot), full_page=True)
+        print(f"\nscreenshot of the failed page: {shot}")
+        print(f"server log: {server.log_path}")
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"
