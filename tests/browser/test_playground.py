@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from support import Client, Server
+from support import Client, Server, workers_paused
 from toonforge.api.auth import signature_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -150,6 +150,30 @@ def test_kill_ends_a_running_task_cancelled(page: Any, server: Server) -> None:
     assert task["status"] == "task_cancel", task
     assert task["outputs"] == []
     assert int(task["canceltime"]) > 0
+
+
+def test_cancel_removes_a_queued_task_with_a_key_only_project(page: Any, server: Server) -> None:
+    keys = server.create_keys("key")
+    assert keys["mode"] == "key" and keys["apikey"] != server.keys["apikey"]  # type: ignore[attr-defined]
+    enter_key(page, {"apikey": keys["apikey"]})
+    choose_tool(page, "CartoonMix v1.0")
+    fill(page, {"prompt": "a queued cat", "samples": 1, "steps": 2, "width": 64, "height": 64})
+    status = page.locator("#task-status")
+    with workers_paused(server):  # nothing takes the task from the queue meanwhile
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(status).to_have_text("Queued")
+        task_id = page.locator("#task-title").inner_text().split()[1]
+        record = Client(server.url, keys).detail(task_id)
+        if "queueposition" in record:  # the queue's figures, where the server gives them
+            expect(page.locator("#task-queue")).to_contain_text(
+                f"position {record['queueposition']} in queue"
+            )
+        page.get_by_role("button", name="Cancel").click()
+        expect(status).to_have_text("Cancelled")
+    assert Client(server.url, keys).detail(task_id)["status"] == "task_cancel"
+    # Only this project's tasks are listed.
+    expect(page.locator(".recent-item")).to_have_count(1)
+    expect(page.locator(f'.recent-item[data-taskid="{task_id}"]')).to_contain_text("Cancelled")
 
 
 def test_the_apis_message_is_shown_beside_the_field(page: Any, server: Server) -> None:

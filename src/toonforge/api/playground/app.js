@@ -316,8 +316,23 @@
     if (tool.offlinemode) showOffline(tool.offlinenote);
     renderInspire(tool.inspire || []);
     renderFields(state.items);
+    await addPrivateModels();
     if (values) fillForm(values);
     show($("run-error"), "");
+  }
+
+  // The project's own checkpoints are the options of `selectedModelPrivate`.
+  async function addPrivateModels() {
+    const select = $(fieldId("selectedModelPrivate"));
+    if (!select || select.tagName !== "SELECT" || !loadSettings().apikey) return;
+    const data = await api("/v1/PrivateModel/List", {}).catch(() => failure(""));
+    if (!data.result || select !== $(fieldId("selectedModelPrivate"))) return;
+    const present = new Set([...select.options].map((o) => o.value));
+    for (const model of data.models || []) {
+      if (!present.has(String(model.id))) {
+        select.append(el("option", { value: String(model.id), text: `${model.name} (private)` }));
+      }
+    }
   }
 
   function renderInspire(examples) {
