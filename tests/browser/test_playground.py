@@ -84,6 +84,43 @@ def test_the_page_signs_as_the_server_checks(page: Any) -> None:
             assert got == expected, (fn, key, secret, nonce)
 
 
+def test_without_a_key_run_asks_for_one(page: Any) -> None:
+    choose_tool(page, "CartoonMix v1.0")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#run-error")).to_contain_text("API key")
+    expect(page.get_by_label("API key")).to_be_focused()
+
+
+def test_the_apis_message_is_shown_beside_the_field(page: Any, server: Server) -> None:
+    enter_key(page, server.keys)  # type: ignore[attr-defined]
+    choose_tool(page, "CartoonMix v1.0")
+    # A prompt the browser cannot judge: the server's parser refuses it, naming the field.
+    fill(page, {"prompt": "a cat (smiling:1.2.3)", "steps": 3, "width": 64, "height": 64})
+    page.get_by_role("button", name="Run", exact=True).click()
+    prompt_error = page.locator("#err-prompt")
+    expect(prompt_error).to_be_visible()
+    expect(prompt_error).to_contain_text("Request parameter [prompt]")
+    expect(page.get_by_label("prompt", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#task-view")).to_be_hidden()
+    # A bound the browser checks before sending...
+    fill(page, {"prompt": "a cat", "steps": 999})
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#err-steps")).to_have_text(
+        "Request parameter [steps] must be between 1 and 150"
+    )
+    expect(page.locator("#err-prompt")).to_be_hidden()
+    # ...and, with the browser's checks off, the server's own message in the same place.
+    page.get_by_label("Skip the browser's input checks", exact=False).check()
+    with page.expect_response(re.compile(r"/v1/Run/")) as answer:
+        page.get_by_role("button", name="Run", exact=True).click()
+    body = answer.value.json()
+    assert body["result"] is False
+    server_message = body["errors"][0]["message"]
+    assert "[steps]" in server_message
+    expect(page.locator("#err-steps")).to_have_text(server_message)
+    expect(page.locator("#task-view")).to_be_hidden()
+
+
 def test_cartoonmix_runs_and_shows_its_images(page: Any, server: Server) -> None:
     enter_key(page, server.keys)  # type: ignore[attr-defined]
     choose_tool(page, "CartoonMix v1.0")
@@ -110,26 +147,10 @@ def test_cartoonmix_runs_and_shows_its_images(page: Any, server: Server) -> None
     recent.click()
     expect(page.locator("#task-status")).to_have_text("Done")
     expect(page.locator("#task-outputs img")).to_have_count(2)
-
-
-def test_animatediff_runs_and_its_video_plays(page: Any, server: Server) -> None:
-    enter_key(page, server.keys)  # type: ignore[attr-defined]
-    choose_tool(page, "animate-diff")
-    fill(
-        page,
-        {"prompt": "a lighthouse at dusk", "frameNumber": 3, "steps": 2, "width": 64, "height": 64},
-    )
-    page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.locator("#task-status")).to_have_text("Done", timeout=RUN_TIMEOUT_MS)
-    video = page.locator("#task-outputs video")
-    expect(video).to_have_count(1)
-    page.wait_for_function(
-        "() => { const v = document.querySelector('#task-outputs video');"
-        " return v && v.readyState >= 2 && v.videoWidth > 0; }",
-        timeout=30_000,
-    )
-    assert video.evaluate("v => v.videoWidth") == 64
-    expect(page.get_by_role("link", name="Download 0.mp4")).to_be_visible()
+    # Its inputs go back into the form in one click (the page was reloaded: no form yet).
+    page.get_by_role("button", name="Use these inputs").click()
+    expect(page.get_by_label("prompt", exact=True)).to_have_value("a cartoon cat")
+    expect(page.get_by_label("samples", exact=True)).to_have_value("2")
 
 
 def test_kill_ends_a_running_task_cancelled(page: Any, server: Server) -> None:
@@ -176,39 +197,21 @@ def test_cancel_removes_a_queued_task_with_a_key_only_project(page: Any, server:
     expect(page.locator(f'.recent-item[data-taskid="{task_id}"]')).to_contain_text("Cancelled")
 
 
-def test_the_apis_message_is_shown_beside_the_field(page: Any, server: Server) -> None:
+def test_animatediff_runs_and_its_video_plays(page: Any, server: Server) -> None:
     enter_key(page, server.keys)  # type: ignore[attr-defined]
-    choose_tool(page, "CartoonMix v1.0")
-    # A prompt the browser cannot judge: the server's parser refuses it, naming the field.
-    fill(page, {"prompt": "a cat (smiling:1.2.3)", "steps": 3, "width": 64, "height": 64})
-    page.get_by_role("button", name="Run", exact=True).click()
-    prompt_error = page.locator("#err-prompt")
-    expect(prompt_error).to_be_visible()
-    expect(prompt_error).to_contain_text("Request parameter [prompt]")
-    expect(page.get_by_label("prompt", exact=True)).to_have_attribute("aria-invalid", "true")
-    expect(page.locator("#task-view")).to_be_hidden()
-    # A bound the browser checks before sending...
-    fill(page, {"prompt": "a cat", "steps": 999})
-    page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.locator("#err-steps")).to_have_text(
-        "Request parameter [steps] must be between 1 and 150"
+    choose_tool(page, "animate-diff")
+    fill(
+        page,
+        {"prompt": "a lighthouse at dusk", "frameNumber": 3, "steps": 2, "width": 64, "height": 64},
     )
-    expect(page.locator("#err-prompt")).to_be_hidden()
-    # ...and, with the browser's checks off, the server's own message in the same place.
-    page.get_by_label("Skip the browser's input checks", exact=False).check()
-    page.get_by_role("button", name="Save").click()
-    with page.expect_response(re.compile(r"/v1/Run/")) as answer:
-        page.get_by_role("button", name="Run", exact=True).click()
-    body = answer.value.json()
-    assert body["result"] is False
-    server_message = body["errors"][0]["message"]
-    assert "[steps]" in server_message
-    expect(page.locator("#err-steps")).to_have_text(server_message)
-    expect(page.locator("#task-view")).to_be_hidden()
-
-
-def test_without_a_key_run_asks_for_one(page: Any) -> None:
-    choose_tool(page, "CartoonMix v1.0")
     page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.locator("#run-error")).to_contain_text("API key")
-    expect(page.get_by_label("API key")).to_be_focused()
+    expect(page.locator("#task-status")).to_have_text("Done", timeout=RUN_TIMEOUT_MS)
+    video = page.locator("#task-outputs video")
+    expect(video).to_have_count(1)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#task-outputs video');"
+        " return v && v.readyState >= 2 && v.videoWidth > 0; }",
+        timeout=30_000,
+    )
+    assert video.evaluate("v => v.videoWidth") == 64
+    expect(page.get_by_role("link", name="Download 0.mp4")).to_be_visible()

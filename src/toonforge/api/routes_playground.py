@@ -46,7 +46,7 @@ def playground_dir() -> Traversable:
     return resources.files("toonforge.api") / "playground"
 
 
-@router.get(PAGE_PATH, include_in_schema=False)
+@router.api_route(PAGE_PATH, methods=["GET", "HEAD"], include_in_schema=False)
 def page() -> HTMLResponse:
     text = (playground_dir() / "index.html").read_text(encoding="utf-8")
     return HTMLResponse(text, headers=HEADERS)

@@ -774,6 +774,7 @@
       });
       socket.addEventListener("close", () => {
         if (ended || serial !== state.followSerial) return;
+        refreshTask();
         // The server restarted or the network dropped: follow again where the task is now.
         if (++attempts <= 30) setTimeout(connect, Math.min(5000, 500 * attempts));
         else show($("task-error"), "Lost the connection to the server.");
@@ -873,6 +874,9 @@
       });
       $("settings-state").textContent = "Saved.";
       loadRecent();
+    });
+    $("skipchecks").addEventListener("change", () => {
+      saveSettings({ ...loadSettings(), skipchecks: $("skipchecks").checked });
     });
     $("settings-forget").addEventListener("click", () => {
       localStorage.removeItem(STORE_KEY);
