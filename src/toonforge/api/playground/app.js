@@ -290,8 +290,9 @@
   }
 
   function showOffline(note) {
-    show($("offline-banner"),
-      "Tiny stand-in weights (--tiny): " + (note || "outputs show the pipeline works, not what the real model draws."));
+    if (!note && !$("offline-banner").hidden) return; // the tools' own note is already shown
+    show($("offline-banner"), note ||
+      "OFFLINE MODE (--tiny): this server runs tiny stand-in weights; outputs show the pipeline works, not what the real model draws.");
   }
 
   async function selectTool(owner, slug, values) {
