@@ -4,12 +4,14 @@ screenshot of the page when a test fails (in test-artifacts/, path printed)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from support import Server, create_keys
 
@@ -36,9 +38,89 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     setattr(item, f"report_{report.when}", report)
 
 
+# A tool of the test's own beside the catalog: the input types no bundled tool has (a file
+# input, a checkbox, a range), on the SD 1.5 engine with small defaults.
+FORM_CHECK = {
+    "id": "951",
+    "owner": "acme",
+    "slug": "Form-Check",
+    "title": "acme/Form-Check",
+    "description": "Every kind of input.",
+    "cover": "",
+    "categories": ["model", "image-to-image"],
+    "tags": [],
+    "cps": "0.001",
+    "inputs": [
+        {"name": "inputImage", "label": "input-image", "type": "fileinput", "required": True},
+        {"name": "prompt", "label": "prompt", "type": "textarea", "default": "a toon"},
+        {"name": "negativePrompt", "label": "negativeprompt", "type": "textarea"},
+        {"name": "tiled", "label": "tiled", "type": "checkbox", "default": "false"},
+        {
+            "name": "strength",
+            "label": "strength",
+            "type": "range",
+            "default": 0.5,
+            "min": 0,
+            "max": 1,
+        },
+        {
+            "name": "steps",
+            "label": "steps",
+            "type": "number",
+            "default": 2,
+            "integer": True,
+            "min": 1,
+            "max": 4,
+        },
+        {
+            "name": "width",
+            "label": "width",
+            "type": "number",
+            "default": 64,
+            "integer": True,
+            "min": 64,
+            "max": 64,
+        },
+        {
+            "name": "height",
+            "label": "height",
+            "type": "number",
+            "default": 64,
+            "integer": True,
+            "min": 64,
+            "max": 64,
+        },
+        {
+            "name": "samples",
+            "label": "samples",
+            "type": "number",
+            "default": 1,
+            "integer": True,
+            "min": 1,
+            "max": 1,
+        },
+        {"name": "scale", "label": "scale", "type": "float", "default": 4, "min": 0, "max": 30},
+        {"name": "seed", "label": "seed", "type": "text", "default": "7", "seed": True},
+        {"name": "clipSkip", "label": "clip-skip", "type": "number", "default": 1, "integer": True},
+        {
+            "name": "scheduler",
+            "label": "scheduler",
+            "type": "select",
+            "default": "EulerDiscreteScheduler",
+            "options": [{"value": "EulerDiscreteScheduler", "label": "Euler"}],
+        },
+    ],
+    "backend": {"family": "sd15"},
+}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("playground"))
+    tools = tmp_path_factory.mktemp("tools")
+    (tools / "form-check.yaml").write_text(yaml.safe_dump(FORM_CHECK))
+    srv = Server(
+        tmp_path_factory.mktemp("playground"), TOONFORGE_EXTRA_TOOLS_DIRS=json.dumps([str(tools)])
+    )
     srv.keys = create_keys(srv.env)  # type: ignore[attr-defined]
     srv.start()
     yield srv

@@ -1,7 +1,9 @@
 """The playground at / in a real browser (Chromium, headless) against a real `toonforge serve
 --tiny`: the catalog, a key entered in Settings (signature mode: signed in the page), a
-CartoonMix run with its images, an AnimateDiff run with its video, Kill of a running task,
-the API's own message beside the field it names, the recent tasks."""
+CartoonMix run with its images, Kill of a running task, Cancel of a queued one, the API's own
+message beside the field it names, the recent tasks, a file upload with a checkbox and a
+range, an AnimateDiff run with its video. The runs are ordered so that each pipeline loads
+once (the SD 1.5 ones first, AnimateDiff last)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from support import Client, Server, workers_paused
@@ -41,18 +44,18 @@ def fill(page: Any, values: dict[str, Any]) -> None:
 
 def test_the_catalog_and_the_tiny_weights_are_shown(page: Any) -> None:
     cards = page.locator(".tool-card")
-    expect(cards).to_have_count(5)
+    expect(cards).to_have_count(6)  # the five of the catalog and the tests' acme/Form-Check
     banner = page.locator("#offline-banner")
     expect(banner).to_be_visible()
     expect(banner).to_contain_text("OFFLINE MODE")
     expect(banner).to_contain_text("tiny stand-in weights")
     # Covers on another host cannot load here: each becomes its placeholder.
-    expect(page.locator(".tool-card .cover.placeholder")).to_have_count(5)
+    expect(page.locator(".tool-card .cover.placeholder")).to_have_count(6)
     page.get_by_label("Search tools").fill("video")
     expect(cards).to_have_count(1)
     expect(cards.first).to_contain_text("wiro/animate-diff")
     page.get_by_label("Search tools").fill("")
-    expect(cards).to_have_count(5)
+    expect(cards).to_have_count(6)
 
 
 def test_the_form_has_every_input_with_defaults_bounds_and_examples(page: Any) -> None:
@@ -197,6 +200,33 @@ def test_cancel_removes_a_queued_task_with_a_key_only_project(page: Any, server:
     # Only this project's tasks are listed.
     expect(page.locator(".recent-item")).to_have_count(1)
     expect(page.locator(f'.recent-item[data-taskid="{task_id}"]')).to_contain_text("Cancelled")
+
+
+def test_a_file_a_checkbox_and_a_range_are_sent(page: Any, server: Server, tmp_path: Any) -> None:
+    enter_key(page, server.keys)  # type: ignore[attr-defined]
+    choose_tool(page, "Form-Check")
+    expect(page.get_by_label("tiled", exact=True)).not_to_be_checked()
+    expect(page.get_by_label("strength", exact=True)).to_have_value("0.5")
+    # The required file is checked in the browser first.
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#err-inputImage")).to_have_text("Request parameter [inputImage] required")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(photo)
+    page.get_by_label("inputImage", exact=True).set_input_files(str(photo))
+    page.get_by_label("tiled", exact=True).check()
+    page.get_by_label("strength", exact=True).fill("0.8")
+    expect(page.locator("output.range-value")).to_have_text("0.8")
+    with page.expect_response(re.compile(r"/v1/File/Upload$")) as uploaded:
+        page.get_by_role("button", name="Run", exact=True).click()
+    upload = uploaded.value.json()
+    assert upload["result"] is True, upload
+    expect(page.locator("#task-status")).to_have_text("Done", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#task-outputs img")).to_have_count(1)
+    task_id = page.locator("#task-title").inner_text().split()[1]
+    params = Client(server.url, server.keys).detail(task_id)["parameters"]  # type: ignore[attr-defined]
+    assert params["inputImage"] == upload["list"][0]["url"]
+    assert params["tiled"] == "true"
+    assert float(params["strength"]) == 0.8
 
 
 def test_animatediff_runs_and_its_video_plays(page: Any, server: Server) -> None:

@@ -367,7 +367,6 @@
     const id = fieldId(item.id);
     const wrap = el("div", { className: `field type-${item.type}`, "data-name": item.id });
     const label = el("label", { for: id, text: item.id });
-    if (item.required) label.append(el("span", { className: "required", text: " (required)" }));
     const errorId = `err-${item.id}`;
     const noteId = `note-${item.id}`;
     const describedBy = `${noteId} ${errorId}`;
@@ -388,14 +387,14 @@
         break;
       case "range":
         if (item.min !== undefined && item.max !== undefined) {
-          control = el("input", {
+          const slider = el("input", {
             id, type: "range", min: item.min, max: item.max,
             step: item.step || (item.integer ? 1 : "any"), "aria-describedby": describedBy,
           });
-          control.value = String(def);
-          const shown = el("output", { for: id, className: "range-value", text: control.value });
-          control.addEventListener("input", () => { shown.textContent = control.value; });
-          wrap.append(label, el("div", { className: "range-line" }, control, shown));
+          slider.value = String(def);
+          const shown = el("output", { for: id, className: "range-value", text: slider.value });
+          slider.addEventListener("input", () => { shown.textContent = slider.value; });
+          wrap.append(label, el("div", { className: "range-line" }, slider, shown));
           control = null;
         } else {
           control = el("input", { id, type: "number", step: "any", "aria-describedby": describedBy });
@@ -440,6 +439,10 @@
         control.value = String(def);
     }
     if (control) wrap.append(label, control);
+    if (item.required) {
+      const main = $(id) || wrap.querySelector(`#${CSS.escape(id)}`);
+      if (main) main.setAttribute("aria-required", "true");
+    }
     if (item.seed) {
       wrap.append(el("button", {
         type: "button", className: "small", text: "Random seed",
@@ -447,7 +450,9 @@
       }));
     }
     const hint = [item.note, item.label && item.label !== item.id ? `(${item.label})` : ""].filter(Boolean).join(" ");
-    wrap.append(el("small", { id: noteId, className: "note", text: hint }));
+    const note = el("small", { id: noteId, className: "note", text: hint });
+    if (item.required) note.prepend(el("strong", { className: "required", text: "Required. " }));
+    wrap.append(note);
     wrap.append(el("p", { id: errorId, className: "field-error", role: "alert", hidden: true }));
     return wrap;
   }
