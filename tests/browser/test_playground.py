@@ -83,7 +83,7 @@ def test_the_page_signs_as_the_server_checks(page: Any) -> None:
         expected = signature_for(key, secret, nonce)
         for fn in ("hmacHex", "hmacHexScript"):  # WebCrypto, and the script for plain http
             got = page.evaluate(
-                f"([k, m]) => window.toonforgePlayground.{fn}(k, m)", [key, secret + nonce]
+                f"([k, m]) => window.toonforgeSign.{fn}(k, m)", [key, secret + nonce]
             )
             assert got == expected, (fn, key, secret, nonce)
 

@@ -23,6 +23,7 @@ PAGE_PATH = "/"
 ASSET_ROUTE = "/playground/{name}"
 ASSETS: dict[str, str] = {
     "app.js": "text/javascript; charset=utf-8",
+    "sign.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
