@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # .venv first (the pin is then already satisfied or can be dropped).
 TORCH ?= torch==2.13.0
 
-.PHONY: install serve test test-fast lint postgres
+.PHONY: install serve test test-fast lint postgres browser
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: $(STAMP)
 postgres:
 	@bash scripts/start-postgres.sh
 
-test: $(STAMP) lint postgres
+# The Chromium the playground's browser tests drive (installed from Debian when missing).
+browser:
+	@bash scripts/install-chromium.sh
+
+test: $(STAMP) lint postgres browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 # The in-process tier alone (no `serve` started, no model run): the API on a test client,

@@ -18,6 +18,8 @@ from photo_toon import PHOTO_TOON
 from sqlalchemy import update
 
 from toonforge.api.openapi import PUBLIC, SIGNED, app_routes, build_openapi
+from toonforge.api.routes_playground import ASSET_ROUTE as PLAYGROUND_ASSETS
+from toonforge.api.routes_playground import PAGE_PATH as PLAYGROUND_PAGE
 from toonforge.catalog import Manifest
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
@@ -217,6 +219,7 @@ def test_the_document_and_the_app_agree(doc: dict[str, Any], app: tuple[Any, Ser
     for path, method, _ in operations(doc):
         assert any(pat.match(path) and m == method for pat, m in served), (method, path)
     not_api = {"/openapi.json", "/docs", "/redoc", "/docs/assets/{name}"}
+    not_api |= {PLAYGROUND_PAGE, PLAYGROUND_ASSETS}  # the playground page and its assets
     documented = {(p, m) for p, m, _ in operations(doc)}
     for path, method in routes - {(p, m) for p in not_api for m in ("get", "head")}:
         if method == "websocket":

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from toonforge import __version__
 from toonforge.api import (
     routes_files,
+    routes_playground,
     routes_private,
     routes_run,
     routes_task,
@@ -75,6 +76,8 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         app.include_router(module.router)
     app.include_router(routes_task_list.router)
     app.include_router(routes_upload.router)
+    # The playground page at / and its assets (not part of the API's contract).
+    app.include_router(routes_playground.router)
     app.add_middleware(UnexpectedErrors)
 
     @app.get("/healthz", include_in_schema=False)
