@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from toonforge.api.deps import BodyDep, ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.file_inputs import resolve_file_inputs
+from toonforge.catalog.batch_key import batch_key
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
 from toonforge.tasks.private_models import find_private_model
@@ -67,6 +68,7 @@ def run(
                 cps=manifest.cps,
                 parameters=params,
                 callback_url=str(callback).strip() if callback else "",
+                batch_key=batch_key(manifest, params),
             )
             link_to_task(session, task.id, uploads)
             session.commit()

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ FAMILY_MODULES = {
     "flux": "toonforge.engine.flux",
     "animatediff": "toonforge.engine.animatediff",
 }
+# Families that sample several tasks in one run (toonforge.engine.batching).
+BATCH_MODULES = {"sd15": "toonforge.engine.sd15_batch"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
@@ -112,6 +115,32 @@ class EngineRuntime:
             if self.settings.tiny:
                 result.info["warning"] = TINY_WARNING
             return result
+
+    def generate_batch(
+        self,
+        manifest: Manifest,
+        params_list: list[dict[str, Any]],
+        on_step: StepCallback,
+        should_stop: Callable[[int], bool],
+    ) -> list[GenerationResult | Exception]:
+        """Several tasks of one batch key in one run: one outcome per task, in order (its
+        result, or the exception that ended it alone). See toonforge.engine.batching."""
+        with self._lock:
+            family = manifest.backend.family
+            if family not in BATCH_MODULES:
+                raise ModelError(f"engine for family {family} does not batch tasks")
+            module = importlib.import_module(BATCH_MODULES[family])
+            self.ctx.begin(manifest.key)
+            try:
+                outcomes = module.generate_batch(
+                    self.ctx, manifest, params_list, on_step, should_stop
+                )
+            finally:
+                self._publish()
+            for outcome in outcomes:
+                if self.settings.tiny and isinstance(outcome, GenerationResult):
+                    outcome.info["warning"] = TINY_WARNING
+            return list(outcomes)
 
     def model_for(self, manifest: Manifest, params: dict[str, Any] | None = None) -> Any:
         """The loaded family model for a tool (e.g. `Sd15Model`), loading it if needed: for

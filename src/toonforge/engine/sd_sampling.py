@@ -21,6 +21,7 @@ import torch
 from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
 from toonforge.engine.contract import GenerationInterrupted, StepCallback, StopCheck
+from toonforge.engine.rowwise import rowwise_embeddings
 
 # For SDXL: conditioning + batch size -> the UNet's added_cond_kwargs, in the order
 # [negative, positive 1, positive 2, ...], each repeated over the batch.
@@ -47,6 +48,7 @@ def denoise(
     `on_step(step_offset + i + 1, total_steps)` follows every step; when `should_stop()` turns
     true, GenerationInterrupted is raised between steps.
     """
+    rowwise_embeddings(unet)  # the same values as in a batch (see toonforge.engine.rowwise)
     total = total_steps if total_steps is not None else step_offset + len(timesteps)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     extra: dict[str, Any] = {"generator": generators} if takes_generator else {}
