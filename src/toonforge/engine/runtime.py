@@ -39,7 +39,10 @@ FAMILY_MODULES = {
     "animatediff": "toonforge.engine.animatediff",
 }
 # Families that sample several tasks in one run (toonforge.engine.batching).
-BATCH_MODULES = {"sd15": "toonforge.engine.sd15_batch"}
+BATCH_MODULES = {
+    "sd15": "toonforge.engine.sd15_batch",
+    "sdxl": "toonforge.engine.sdxl_batch",
+}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TINY_WARNING = "OFFLINE MODE: tiny stand-in weights, not the real model"
 
