@@ -30,12 +30,31 @@ import torch
 from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
 from toonforge.engine.contract import GenerationInterrupted, ModelError
+from toonforge.engine.prompt_embeds import EncodedText, Fragments
 from toonforge.engine.rowwise import rowwise_embeddings
 from toonforge.engine.sd_sampling import StepCallbackFailed
 
 # For SDXL: (conditioning, rows, uses the unconditional pass) -> the UNet's added_cond_kwargs
 # for this member's rows, in the member's context order.
 MemberAddedCond = Callable[[StepConditioning, int, bool], dict[str, torch.Tensor]]
+
+
+Encode = Callable[[Fragments], EncodedText]
+
+
+def shared_encodings(encode: Encode) -> Encode:
+    """`encode` with one cache for every task of a batch: a text several tasks share (the
+    empty prompt, a common negative prompt) is encoded once. Encoding is deterministic and
+    always one text at a time, so a cached encoding is the one the task would make alone."""
+    cache: dict[tuple[tuple[str, float], ...], EncodedText] = {}
+
+    def cached(fragments: Fragments) -> EncodedText:
+        key = tuple(fragments)
+        if key not in cache:
+            cache[key] = encode(fragments)
+        return cache[key]
+
+    return cached
 
 
 @dataclass

@@ -16,12 +16,18 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import Member, denoise_batch
+from toonforge.engine.batching import Member, denoise_batch, shared_encodings
 from toonforge.engine.common import model_errors
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError
-from toonforge.engine.prompt_embeds import ClipEncoder, encode_fragments, final_norm_layer
+from toonforge.engine.prompt_embeds import (
+    ClipEncoder,
+    EncodedText,
+    Fragments,
+    encode_fragments,
+    final_norm_layer,
+)
 from toonforge.engine.schedulers import make_scheduler
 from toonforge.engine.sd15 import Sd15Model, _decode, _Request, model_for, png_files
 from toonforge.engine.sd_sampling import callback_errors
@@ -67,19 +73,24 @@ def generate_sd15_batch(
     pipe = model.pipe
     outcomes: list[Outcome | None] = [None] * len(params_list)
     tasks: list[_Task] = []
+    encoders: dict[int, Callable[[Fragments], EncodedText]] = {}  # by clip skip
     for index, params in enumerate(params_list):
         try:
             req = _Request.from_params(params)
             if tasks and _shared(req) != _shared(tasks[0].req):
                 raise ModelError("size, steps, scheduler or scale differ from the batch's")
-            encoder = ClipEncoder(
-                pipe.tokenizer,
-                pipe.text_encoder,
-                final_norm_layer(pipe.text_encoder, req.clip_skip),
-                model.embedding_ids,
-            )
+            if req.clip_skip not in encoders:
+                encoder = ClipEncoder(
+                    pipe.tokenizer,
+                    pipe.text_encoder,
+                    final_norm_layer(pipe.text_encoder, req.clip_skip),
+                    model.embedding_ids,
+                )
+                encoders[req.clip_skip] = shared_encodings(
+                    lambda fragments, e=encoder: encode_fragments(e, fragments)
+                )
             schedule = PromptSchedule(
-                lambda fragments, e=encoder: encode_fragments(e, fragments),
+                encoders[req.clip_skip],
                 req.prompt,
                 req.negative_prompt,
                 req.steps,

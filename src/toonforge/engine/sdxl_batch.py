@@ -16,7 +16,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import Member, MemberAddedCond, denoise_batch
+from toonforge.engine.batching import Member, MemberAddedCond, denoise_batch, shared_encodings
 from toonforge.engine.common import model_errors
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
@@ -120,10 +120,11 @@ def generate_sdxl_batch(
     run_refiner = refiner is not None and refiner_count > 0
     total = base_count + (refiner_count if run_refiner else 0)
     te1, te2 = _base_encoders(model)
+    joint = shared_encodings(_joint(te1, te2))
     tasks: list[_Task] = []
     for index, req in reqs:
         try:
-            schedule = PromptSchedule(_joint(te1, te2), req.prompt, req.negative_prompt, total)
+            schedule = PromptSchedule(joint, req.prompt, req.negative_prompt, total)
             tasks.append(_Task(index, req, schedule))
         except ModelError as exc:
             outcomes[index] = exc
@@ -214,12 +215,13 @@ def _refine(
     neg_ids = torch.tensor([[first.height, first.width, 0, 0, NEGATIVE_AESTHETIC]], dtype=dtype)
     added = _member_added(_added_cond(neg_ids.to(device), pos_ids.to(device)))
     by_index = {r.index: r for r in results}
+    joint = shared_encodings(_joint(None, te2))
     members = []
     for t in tasks:
         r = by_index[t.index]
         if r.latents is None:
             continue
-        rschedule = PromptSchedule(_joint(None, te2), t.req.prompt, t.req.negative_prompt, total)
+        rschedule = PromptSchedule(joint, t.req.prompt, t.req.negative_prompt, total)
         at = _zero_negative(rschedule, refiner, t.req.negative_prompt)
         members.append(
             Member(

@@ -18,8 +18,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
+from toonforge.catalog import Manifest
 from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
@@ -32,6 +33,18 @@ from toonforge.worker.runner import Begun, TaskLost, TaskRunner
 log = logging.getLogger("toonforge.worker")
 
 Claimed = list[tuple[int, Begun]]
+
+
+class BatchEngine(Protocol):
+    """What a batch needs of the engine (toonforge.engine.runtime.EngineRuntime)."""
+
+    def generate_batch(
+        self,
+        manifest: Manifest,
+        params_list: list[dict[str, Any]],
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[int], bool],
+    ) -> list[GenerationResult | Exception]: ...
 
 
 def claim_batch(
@@ -195,7 +208,8 @@ class BatchRunner:
         images = [task_images(begun.params) for _, begun in started]
         began = time.monotonic()
         try:
-            outcomes: list[Any] = r.engine.generate_batch(  # type: ignore[attr-defined]
+            engine = cast(BatchEngine, r.engine)
+            outcomes: list[Any] = engine.generate_batch(
                 manifest, [begun.params for _, begun in started], on_step, should_stop
             )
         except Exception as exc:
