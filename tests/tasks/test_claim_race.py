@@ -1,6 +1,7 @@
 """Several worker processes racing over one queue: every task is claimed exactly once, moved
 to task_accept by the claim itself, with attempts 1 (no worker died), on SQLite and on
-PostgreSQL. Real processes, real databases, the real claim statement."""
+PostgreSQL. Real processes, real databases, the real claim statement; with batching, the claim
+of a task and of its companions (same batch key, images within the batch size)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from toonforge.services import build_services
 from toonforge.tasks import lifecycle as lc
+from toonforge.tasks.batch_claim import claim_companions, task_images
 from toonforge.tasks.models import Project, Task, TaskEvent
 from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.store import claim, create_task
@@ -20,26 +22,103 @@ from toonforge.testing import new_project, settings_for_test
 TASKS = 120
 WORKERS = 4
 TOOL = "futurist/CartoonMix v1.0"
+MAX_IMAGES = 5
+KEYS = ["key-a", "key-b", "key-c"]
 
 
-def _claimer(data_dir: str, url: str | None, name: str, start: Any, out: Any) -> None:
+def _claimer(data_dir: str, url: str | None, name: str, start: Any, out: Any, batch: bool) -> None:
     services = build_services(settings_for_test(Path(data_dir), url), migrate=False)
     start.wait()
-    taken: list[int] = []
+    taken: list[list[int]] = []
     misses = 0
     while misses < 20:
         with services.sessions() as session:
             task = claim(
                 session, worker_id=name, tool_keys=[TOOL], lease_seconds=60, max_attempts=3
             )
+            group = [task] if task is not None else []
+            if batch and task is not None:
+                room = MAX_IMAGES - task_images(task.parameters)
+                group += claim_companions(
+                    session, task, worker_id=name, max_images=room, lease_seconds=60
+                )
             session.commit()
         if task is None:
             misses += 1
             continue
         misses = 0
-        taken.append(task.id)
+        taken.append([t.id for t in group])
     services.close()
     out.put((name, taken))
+
+
+def _race(tmp_path: Path, url: str | None, batch: bool) -> dict[str, list[list[int]]]:
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    out = ctx.Queue()
+    data = str(tmp_path / "data")
+    procs = [
+        ctx.Process(target=_claimer, args=(data, url, f"w{i}", start, out, batch))
+        for i in range(WORKERS)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    return results
+
+
+def test_every_task_is_claimed_exactly_once_in_batches(
+    tmp_path: Path, backend: str, database_factory: Any
+) -> None:
+    url = database_factory(backend)
+    services = build_services(settings_for_test(tmp_path / "data", url))
+    keys = new_project(services, mode="key")
+    with services.sessions() as session:
+        info = ProjectInfo.of(session.get(Project, keys.projectid))
+        for i in range(TASKS):
+            create_task(
+                session,
+                project=info,
+                tool_key=TOOL,
+                model_id="1",
+                cps="0.001",
+                parameters={"samples": 1 + i % 3},
+                callback_url="",
+                # Every seventh task cannot be batched.
+                batch_key=None if i % 7 == 0 else KEYS[i % len(KEYS)],
+            )
+        session.commit()
+
+    results = _race(tmp_path, url, batch=True)
+    claimed = [task_id for groups in results.values() for g in groups for task_id in g]
+    assert len(claimed) == TASKS, "every task claimed"
+    assert len(set(claimed)) == TASKS, "no task claimed twice"
+    assert sum(1 for groups in results.values() if groups) >= 2, "the workers really raced"
+    with services.read_sessions() as session:
+        tasks = {t.id: t for t in session.scalars(select(Task))}
+        owner = {t: name for name, groups in results.items() for g in groups for t in g}
+        sizes = []
+        for groups in results.values():
+            for group in groups:
+                members = [tasks[t] for t in group]
+                assert len({m.batch_key for m in members}) == 1, "one batch key per batch"
+                if members[0].batch_key is None:
+                    assert len(members) == 1
+                assert sum(task_images(m.parameters) for m in members) <= MAX_IMAGES
+                sizes.append(len(members))
+        assert max(sizes) > 1, "some tasks were claimed together"
+        for task in tasks.values():
+            assert (task.status, task.attempts) == (lc.ACCEPT, 1)
+            assert task.worker_id == owner[task.id]
+        accepts = session.scalar(
+            select(func.count(TaskEvent.id)).where(TaskEvent.type == lc.ACCEPT)
+        )
+        assert accepts == TASKS
+    services.close()
 
 
 def test_every_task_is_claimed_exactly_once(
@@ -62,21 +141,7 @@ def test_every_task_is_claimed_exactly_once(
             )
         session.commit()
 
-    ctx = mp.get_context("spawn")
-    start = ctx.Event()
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_claimer, args=(str(tmp_path / "data"), url, f"w{i}", start, out))
-        for i in range(WORKERS)
-    ]
-    for p in procs:
-        p.start()
-    start.set()
-    results = dict(out.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-
+    results = {name: [g[0] for g in groups] for name, groups in _race(tmp_path, url, False).items()}
     claimed = [task_id for taken in results.values() for task_id in taken]
     assert len(claimed) == TASKS, "every task claimed"
     assert len(set(claimed)) == TASKS, "no task claimed twice"

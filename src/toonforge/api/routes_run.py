@@ -15,6 +15,7 @@ from toonforge.api.deps import BodyDep, ProjectDep, ReplayGuardDep, ServicesDep
 from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.file_inputs import resolve_file_inputs
 from toonforge.api.run_wait import wait_for_end, wait_preference
+from toonforge.catalog.batch_key import batch_key
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
 from toonforge.services import Services
@@ -98,6 +99,7 @@ def queue_task(
                 cps=manifest.cps,
                 parameters=params,
                 callback_url=str(callback).strip() if callback else "",
+                batch_key=batch_key(manifest, params),
             )
             link_to_task(session, task.id, uploads)
             session.commit()

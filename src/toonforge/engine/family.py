@@ -16,6 +16,7 @@ package (`register("mine", "my_package.my_family")`).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, Protocol, cast, runtime_checkable
 
 from toonforge.catalog.manifest import Manifest
@@ -47,6 +48,28 @@ class Family(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchFamily(Protocol):
+    """A family that samples several tasks in one denoising run (engine/batching.py)."""
+
+    def generate_batch(
+        self,
+        ctx: EngineContext,
+        manifest: Manifest,
+        params_list: list[dict[str, Any]],
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[int], bool],
+    ) -> list[GenerationResult | Exception]:
+        """One outcome per task, in order: its result, or the exception that ended it alone."""
+        ...
+
+
+# Families that batch tasks, and the modules that do it.
+_BATCH_MODULES: dict[str, str] = {
+    "sd15": "toonforge.engine.sd15_batch",
+    "sdxl": "toonforge.engine.sdxl_batch",
+}
+
 _MODULES: dict[str, str] = {
     "sd15": "toonforge.engine.sd15",
     "sdxl": "toonforge.engine.sdxl",
@@ -55,9 +78,25 @@ _MODULES: dict[str, str] = {
 }
 
 
-def register(name: str, module: str) -> None:
-    """Make `backend.family: name` run through `module` (imported when first used)."""
+def register(name: str, module: str, batch_module: str | None = None) -> None:
+    """Make `backend.family: name` run through `module` (imported when first used), and
+    batches of its tasks through `batch_module` if given."""
     _MODULES[name] = module
+    if batch_module:
+        _BATCH_MODULES[name] = batch_module
+
+
+def batches(name: str) -> bool:
+    return name in _BATCH_MODULES
+
+
+def batch_family(name: str) -> BatchFamily:
+    if name not in _BATCH_MODULES:
+        raise ModelError(f"engine for family {name} does not batch tasks")
+    module = importlib.import_module(_BATCH_MODULES[name])
+    if not isinstance(module, BatchFamily):
+        raise ModelError(f"family {name} ({_BATCH_MODULES[name]}) lacks generate_batch")
+    return cast(BatchFamily, module)
 
 
 def names() -> list[str]:

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from toonforge.catalog.manifest import Manifest
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import GenerationResult, ModelError, StepCallback, StopCheck
 from toonforge.engine.family import Family
+from toonforge.engine.family import batch_family as batch_family_for
 from toonforge.engine.family import family as family_for
 from toonforge.engine.placement import Placement, placing
 from toonforge.engine.plan.on_device import overrides, plan_on_device
@@ -122,6 +124,30 @@ class EngineRuntime:
             if self.settings.tiny:
                 result.info["warning"] = TINY_WARNING
             return result
+
+    def generate_batch(
+        self,
+        manifest: Manifest,
+        params_list: list[dict[str, Any]],
+        on_step: StepCallback,
+        should_stop: Callable[[int], bool],
+    ) -> list[GenerationResult | Exception]:
+        """Several tasks of one batch key in one run: one outcome per task, in order (its
+        result, or the exception that ended it alone). See toonforge.engine.batching."""
+        with self._lock:
+            module = batch_family_for(manifest.backend.family)
+            self._begin(manifest)
+            try:
+                with placing(self.placement(manifest)[1]):
+                    outcomes = module.generate_batch(
+                        self.ctx, manifest, params_list, on_step, should_stop
+                    )
+            finally:
+                self._publish()
+            for outcome in outcomes:
+                if self.settings.tiny and isinstance(outcome, GenerationResult):
+                    outcome.info["warning"] = TINY_WARNING
+            return list(outcomes)
 
     def model_for(self, manifest: Manifest, params: dict[str, Any] | None = None) -> Any:
         """The loaded family model for a tool (e.g. `Sd15Model`), loading it if needed: for

@@ -22,6 +22,7 @@ from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
+    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
@@ -232,7 +233,29 @@ def generate_sd15(
         # Decoded one sample at a time: the VAE at full resolution is SD1.5's memory peak.
         images = [_decode(pipe, latents[i : i + 1]) for i in range(req.samples)]
 
-    tiny = model.weights.tiny
+    files = output_files(req, images, seeds, manifest, model.weights.tiny)
+    info = {
+        **model.describe(),
+        "seed": req.seed,
+        "seeds": seeds,
+        "scheduler": req.scheduler,
+        "steps": req.steps,
+        "scale": req.scale,
+        "clipSkip": req.clip_skip,
+        "width": req.width,
+        "height": req.height,
+        "samples": req.samples,
+        **schedule.describe(),
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+    return GenerationResult(files=files, info=info)
+
+
+def output_files(
+    req: _Request, images: list[Any], seeds: list[int], manifest: Manifest, tiny: bool
+) -> list[GeneratedFile]:
+    """The image outputs (PNG unless `outputFormat` says otherwise) with their generation
+    parameters, one per sample, named 0.png ..."""
     files = []
     for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
         text = {
@@ -259,21 +282,7 @@ def generate_sd15(
             "toonforge-tiny": "true" if tiny else None,
         }
         files.append(image_file(i, image, text, req.output))
-    info = {
-        **model.describe(),
-        "seed": req.seed,
-        "seeds": seeds,
-        "scheduler": req.scheduler,
-        "steps": req.steps,
-        "scale": req.scale,
-        "clipSkip": req.clip_skip,
-        "width": req.width,
-        "height": req.height,
-        "samples": req.samples,
-        **schedule.describe(),
-        "elapsed_seconds": round(time.monotonic() - started, 3),
-    }
-    return GenerationResult(files=files, info=info)
+    return files
 
 
 def _model_errors(req: _Request) -> AbstractContextManager[None]:

@@ -22,6 +22,7 @@ from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
 from toonforge.engine.contract import GenerationInterrupted, StepCallback, StopCheck
 from toonforge.engine.preview import SD15, LatentPreview, offer_preview
+from toonforge.engine.rowwise import rowwise_embeddings
 
 # For SDXL: conditioning + batch size -> the UNet's added_cond_kwargs, in the order
 # [negative, positive 1, positive 2, ...], each repeated over the batch.
@@ -50,6 +51,7 @@ def denoise(
     true, GenerationInterrupted is raised between steps. `preview` says how these latents
     look as RGB, for the preview images a step callback may ask for.
     """
+    rowwise_embeddings(unet)  # the same values as in a batch (see toonforge.engine.rowwise)
     total = total_steps if total_steps is not None else step_offset + len(timesteps)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     extra: dict[str, Any] = {"generator": generators} if takes_generator else {}

@@ -35,6 +35,7 @@ from toonforge.engine.common import param as _param
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
+    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
@@ -584,6 +585,20 @@ def generate_sdxl(
     with _model_errors(req):
         images = [_decode(base, latents[i : i + 1]) for i in range(req.samples)]
 
+    files = output_files(req, images, seeds, model, manifest)
+    info = {
+        **run_info(req, model, seeds, base_run, refiner_run),
+        **schedule.describe(),
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+    }
+    return GenerationResult(files=files, info=info)
+
+
+def output_files(
+    req: _Request, images: list[Any], seeds: list[int], model: SdxlModel, manifest: Manifest
+) -> list[GeneratedFile]:
+    """The image outputs (PNG unless `outputFormat` says otherwise) with their generation
+    parameters, one per sample, named 0.png ..."""
     files = []
     for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
         text = {
@@ -602,7 +617,14 @@ def generate_sdxl(
             "toonforge-tiny": "true" if model.weights.tiny else None,
         }
         files.append(image_file(i, image, text, req.output))
-    info = {
+    return files
+
+
+def run_info(
+    req: _Request, model: SdxlModel, seeds: list[int], base_run: int, refiner_run: int
+) -> dict[str, Any]:
+    """What the task's debugoutput records of the run (besides the prompt schedule)."""
+    return {
         **model.describe(),
         "seed": req.seed,
         "seeds": seeds,
@@ -618,10 +640,7 @@ def generate_sdxl(
         "base_steps_run": base_run,
         "refiner_steps_run": refiner_run,
         "active_adapters": [{"adapter": n, "weight": w} for n, w in model.active],
-        **schedule.describe(),
-        "elapsed_seconds": round(time.monotonic() - started, 3),
     }
-    return GenerationResult(files=files, info=info)
 
 
 def _parameters_text(req: _Request, model: SdxlModel, manifest: Manifest, seed: int) -> str:

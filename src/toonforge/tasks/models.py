@@ -62,6 +62,8 @@ class Task(Base):
         Index("ix_tasks_project", "project_id", "id"),
         # Tool/List's typical run time and Task/List's model filter.
         Index("ix_tasks_tool", "tool_key", "id"),
+        # The batch claim: queued tasks that can share one denoising run.
+        Index("ix_tasks_batch", "batch_key", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -95,6 +97,8 @@ class Task(Base):
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     kill_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Tasks with the same key may be sampled in one batch (toonforge.catalog.batch_key).
+    batch_key: Mapped[str | None] = mapped_column(String(64), default=None)
     files_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
     outputs: Mapped[list[TaskOutput]] = relationship(

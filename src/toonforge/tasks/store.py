@@ -54,6 +54,7 @@ def create_task(
     cps: str,
     parameters: dict[str, Any],
     callback_url: str,
+    batch_key: str | None = None,
 ) -> Task:
     """Insert a queued task, enforcing the project's limit on unfinished tasks in the same
     transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the project row is locked)."""
@@ -81,6 +82,7 @@ def create_task(
         parameters=parameters,
         cps=cps,
         callback_url=callback_url,
+        batch_key=batch_key,
         createtime=t,
         attempts=0,
         kill_requested=False,

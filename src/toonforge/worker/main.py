@@ -19,7 +19,8 @@ from collections.abc import Callable
 from toonforge.devices import Placement
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
-from toonforge.tasks.store import claim, reap
+from toonforge.tasks.store import reap
+from toonforge.worker.batch import BatchRunner, claim_batch
 from toonforge.worker.presence import Presence
 from toonforge.worker.previews import prune_previews
 from toonforge.worker.runner import Engine, TaskRunner
@@ -72,22 +73,17 @@ class Worker:
                 session.commit()
             for task_id in ended:
                 log.warning("task %s ended: its worker was lost", task_id)
-        with self.services.sessions() as session:
-            task = claim(
-                session,
-                worker_id=self.worker_id,
-                tool_keys=self.tool_keys(),
-                lease_seconds=settings.lease_seconds,
-                max_attempts=settings.max_attempts,
-                prefer=self.loaded_tools(),
-                prefer_max_wait=settings.affinity_max_wait_seconds,
-            )
-            begun = self.runner.begin(session, task) if task is not None else None
-            session.commit()
-        if task is None or begun is None:
+        claimed = claim_batch(
+            self.services, self.runner, self.tool_keys(), self.wake, prefer=self.loaded_tools()
+        )
+        if not claimed:
             return False
-        log.info("task %s (%s) claimed by %s", task.id, task.tool_key, self.worker_id)
-        self.runner.run(task.id, begun)
+        ids = [task_id for task_id, _ in claimed]
+        log.info("task(s) %s (%s) claimed by %s", ids, claimed[0][1].tool_key, self.worker_id)
+        if len(claimed) == 1:
+            self.runner.run(*claimed[0])
+        else:
+            BatchRunner(self.runner).run(claimed)
         return True
 
     def listen(self) -> None:

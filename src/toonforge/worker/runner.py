@@ -220,8 +220,15 @@ class TaskRunner:
                 delay = min(delay * 2, 2.0)
 
     def _finish(
-        self, task_id: int, manifest: Manifest, result: GenerationResult, info: dict[str, Any]
+        self,
+        task_id: int,
+        manifest: Manifest,
+        result: GenerationResult,
+        info: dict[str, Any],
+        billed_seconds: float | None = None,
     ) -> None:
+        """`billed_seconds`: the task's share of a batch's run (toonforge.worker.batch);
+        a lone task is billed its own start-to-end time."""
         debug = self.redact(json.dumps({**info, **result.info}, default=str))
 
         def end(session: Any, task: Task) -> str:
@@ -241,7 +248,8 @@ class TaskRunner:
         def close(session: Any, task: Task) -> None:
             attach_outputs(session, task, outputs)
             task.pexit = "0"
-            task.totalcost = total_cost(task.cps, elapsed_seconds(task))
+            seconds = elapsed_seconds(task) if billed_seconds is None else billed_seconds
+            task.totalcost = total_cost(task.cps, seconds)
             task.lease_expires_at = None
             session.flush()
             advance(session, task, lc.POSTPROCESS_END)

@@ -1,0 +1,185 @@
+"""Cross-task batching: 8 tasks submitted at once through the API, with and without batching,
+against diffusers' own batched call of the same 8 images.
+
+Three measurements, alternated round by round on the same tiny CartoonMix weights (1 sample
+per task, 8 steps, 256x256, Euler, scale 4, 8 different prompts and seeds):
+- "batched": a real `toonforge serve --tiny` with TOONFORGE_MAX_BATCH=8: 8 Runs sent at
+  once (8 threads), timed from the first Run to the last task_postprocess_end (WebSocket);
+- "unbatched": the same on a second server with TOONFORGE_MAX_BATCH=1 (batching off);
+- "diffusers": StableDiffusionPipeline called once with the 8 prompts and 8 generators.
+Targets: batched >= 2x the images/s of unbatched, and >= 80% of diffusers' batched call.
+The batch sizes the tasks ran in are printed (read from each task's debugoutput).
+
+    HF_HUB_OFFLINE=1 python bench/batching.py [--rounds 5] [--tasks 8] [--steps 8] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from websockets.sync.client import connect
+
+from support import Client, Server, create_keys
+
+TOOL = "futurist/CartoonMix%20v1.0"
+SUBJECTS = ["cat", "dog", "fox", "owl", "frog", "bear", "duck", "robot", "whale", "horse"]
+NEGATIVE = "bad-hands-5 EasyNegativeV2 ng_deepnegative_v1_75t"
+SCHEDULER = "EulerDiscreteScheduler"
+
+
+def prompts(n: int) -> list[str]:
+    return [f"a cartoon {SUBJECTS[i % len(SUBJECTS)]} with a purple hat, {i}" for i in range(n)]
+
+
+def direct_pipeline(tiny_dir: Path):  # type: ignore[no-untyped-def]
+    import diffusers
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from toonforge.engine.tiny.sd15 import ensure_tiny_sd15
+
+    paths = ensure_tiny_sd15(tiny_dir)
+    pipe = StableDiffusionPipeline.from_single_file(
+        str(paths.checkpoint),
+        config=str(paths.config_dir),
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
+    pipe.scheduler = getattr(diffusers, SCHEDULER).from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, torch
+
+
+def run_direct(pipe, torch, args: argparse.Namespace) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    texts = prompts(args.tasks)
+    generators = [torch.Generator().manual_seed(1000 + i) for i in range(args.tasks)]
+    images = pipe(
+        texts,
+        negative_prompt=[NEGATIVE] * args.tasks,
+        num_inference_steps=args.steps,
+        guidance_scale=4.0,
+        width=args.size,
+        height=args.size,
+        generator=generators,
+    ).images
+    for i, image in enumerate(images):
+        image.save(Path(args.out) / f"direct-{i}.png")
+    return time.perf_counter() - start
+
+
+def _one(server: Server, client: Client, body: dict[str, object]) -> str:
+    ws_url = server.url.replace("http", "ws", 1) + "/v1/socket"
+    with connect(ws_url) as ws:
+        data = client.run(TOOL, body)
+        ws.send(json.dumps({"type": "task_info", "tasktoken": data["socketaccesstoken"]}))
+        while True:
+            frame = json.loads(ws.recv(timeout=600))
+            if frame["type"] in ("task_postprocess_end", "task_cancel"):
+                break
+    assert frame["type"] == "task_postprocess_end", frame
+    return str(data["taskid"])
+
+
+def run_api(server: Server, client: Client, args: argparse.Namespace) -> tuple[float, list[int]]:
+    """8 Runs at once; the time until the last one ended, and each task's batch size."""
+    bodies = [
+        {
+            "prompt": text,
+            "negativePrompt": NEGATIVE,
+            "samples": 1,
+            "steps": args.steps,
+            "scale": "4",
+            "seed": str(1000 + i),
+            "width": args.size,
+            "height": args.size,
+            "scheduler": SCHEDULER,
+            "clipSkip": 1,
+        }
+        for i, text in enumerate(prompts(args.tasks))
+    ]
+    with ThreadPoolExecutor(args.tasks) as pool:
+        start = time.perf_counter()
+        ids = list(pool.map(lambda b: _one(server, client, b), bodies))
+        elapsed = time.perf_counter() - start
+    sizes = []
+    for taskid in ids:
+        task = client.detail(taskid)
+        assert task["pexit"] == "0", task["debugerror"]
+        sizes.append(json.loads(task["debugoutput"]).get("batch", {}).get("tasks", 1))
+    return elapsed, sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--wait-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="toonforge-bench-batching-"))
+    args.out = str(work)
+    import os
+
+    tiny = Path(os.environ.get("TOONFORGE_TEST_TINY_DIR") or work / "tiny")
+    os.environ["TOONFORGE_TEST_TINY_DIR"] = str(tiny)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    pipe, torch = direct_pipeline(tiny)
+    servers = {
+        "batched": Server(
+            work / "batched",
+            TOONFORGE_MAX_BATCH=str(args.tasks),
+            TOONFORGE_BATCH_WAIT_MS=str(args.wait_ms),
+        ),
+        "unbatched": Server(work / "unbatched", TOONFORGE_MAX_BATCH="1"),
+    }
+    clients = {}
+    for name, server in servers.items():
+        keys = create_keys(server.env)
+        server.start()
+        clients[name] = Client(server.url, keys)
+    times: dict[str, list[float]] = {"diffusers": [], "batched": [], "unbatched": []}
+    sizes: dict[str, Counter[int]] = {"batched": Counter(), "unbatched": Counter()}
+    try:
+        run_direct(pipe, torch, args)  # warm-up: model load, first-call allocations
+        for name, server in servers.items():
+            run_api(server, clients[name], args)
+        for i in range(args.rounds):
+            times["diffusers"].append(run_direct(pipe, torch, args))
+            for name, server in servers.items():
+                elapsed, seen = run_api(server, clients[name], args)
+                times[name].append(elapsed)
+                sizes[name].update(seen)
+            line = "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items())
+            print(f"round {i + 1}: {line}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: args.tasks / v for k, v in med.items()}
+    print(f"job: {args.tasks} tasks x 1 sample, {args.size}x{args.size}, {args.steps} steps, tiny")
+    for k in times:
+        print(f"median {k:10s} {med[k]:.3f}s  {rate[k]:.2f} images/s")
+    for k, counter in sizes.items():
+        seen = ", ".join(f"{size}: {n} tasks" for size, n in sorted(counter.items()))
+        print(f"batch sizes seen ({k}): {seen}")
+    vs_unbatched = rate["batched"] / rate["unbatched"]
+    vs_diffusers = rate["batched"] / rate["diffusers"]
+    print(f"batched / unbatched images/s: {vs_unbatched:.2f} (target >= 2)")
+    print(f"batched / diffusers images/s: {vs_diffusers:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
