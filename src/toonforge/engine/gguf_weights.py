@@ -83,7 +83,7 @@ def load_gguf_transformer(path: Path, base_dir: Path, compute_dtype: torch.dtype
             quantization_config=GGUFQuantizationConfig(compute_dtype=compute_dtype),
             config=str(base_dir),
             subfolder="transformer",
-            torch_dtype=compute_dtype,
+            dtype=compute_dtype,
             local_files_only=True,
         )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
