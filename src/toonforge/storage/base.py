@@ -10,6 +10,13 @@ from typing import BinaryIO, Protocol
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
+def check_key(key: str) -> str:
+    """A key is relative parts separated by "/", none empty, "." or ".."."""
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+        raise ValueError(f"bad storage key: {key!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class DirectLink:
     """A URL where a client fetches an object without the API; `expires` is its end in unix

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from toonforge.storage.base import DEFAULT_CONTENT_TYPE, DirectLink
+from toonforge.storage.base import DEFAULT_CONTENT_TYPE, DirectLink, check_key
 
 CHUNK = 1024 * 1024
 
@@ -40,7 +40,7 @@ class LocalStorage:
         return f"LocalStorage({str(self.root)!r})"
 
     def _resolve(self, key: str) -> Path:
-        target = (self.root / key).resolve()
+        target = (self.root / check_key(key)).resolve()
         if self.root.resolve() not in target.parents:
             raise ValueError(f"storage key escapes the storage folder: {key!r}")
         return target

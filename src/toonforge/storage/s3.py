@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from toonforge.storage.base import DEFAULT_CONTENT_TYPE, DirectLink
+from toonforge.storage.base import DEFAULT_CONTENT_TYPE, DirectLink, check_key
 
 # Objects up to this size go up in one PUT; larger ones in parts.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -67,9 +67,7 @@ class S3Storage:
         return f"S3Storage(s3://{self.bucket}/{self.prefix})"
 
     def _key(self, key: str) -> str:
-        parts = key.split("/")
-        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"bad storage key: {key!r}")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> int:
