@@ -260,9 +260,7 @@ def test_outputs_are_stored_linked_and_deleted(make_app: Any, storage_kind: str)
     assert app.http.get(api_url).status_code == 404
 
 
-def test_retention_deletes_old_outputs_in_the_background(
-    make_app: Any, storage_kind: str
-) -> None:
+def test_retention_deletes_old_outputs_in_the_background(make_app: Any, storage_kind: str) -> None:
     app, worker = make_app(output_retention="2s", retention_sweep_seconds=0.2)
     first = run_task(app, worker)
     [out] = first["outputs"]
