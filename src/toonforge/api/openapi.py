@@ -127,7 +127,14 @@ class OutputFile(BaseModel):
     addedtime: str
     modifiedtime: str
     accesskey: str
-    url: str = Field(description="Absolute URL of the file (`/v1/File/{accesskey}/{name}`).")
+    url: str = Field(
+        description="Where to download the file: `/v1/File/{accesskey}/{name}` on this server "
+        "with local storage; with S3 storage a presigned URL of the object (or one under "
+        "TOONFORGE_STORAGE_PUBLIC_URL)."
+    )
+    urlexpiretime: str = Field(
+        description='When `url` stops working, unix seconds; "0" when it does not expire.'
+    )
 
 
 class CallbackDeliveryRecord(BaseModel):
@@ -179,6 +186,10 @@ class TaskRecord(BaseModel):
     categories: str = Field(description="The tool's categories, as a JSON text.")
     outputs: list[OutputFile]
     size: str = Field(description="Total bytes of the outputs.")
+    outputsexpiretime: str = Field(
+        description="When the retention period (TOONFORGE_OUTPUT_RETENTION) deletes the "
+        'outputs, unix seconds; "0" when never, or when they are already gone.'
+    )
     callbacks: list[CallbackDeliveryRecord] = Field(
         default_factory=list,
         description="Task/Detail, Cancel, Kill and InputOutputDelete only: the callback "
@@ -1148,7 +1159,9 @@ def _file_operations() -> dict[str, Any]:
     get = {
         "tags": ["File"],
         "summary": "An output file",
-        "description": "The URL that task records give in `outputs[].url`.",
+        "description": "The file's URL on this server (uploads' `url`; outputs' `url` with "
+        "local storage). With S3 storage the answer is a 302 redirect to a fresh presigned "
+        "URL of the object.",
         "operationId": "file_get",
         "security": PUBLIC,
         "parameters": params,
@@ -1160,6 +1173,9 @@ def _file_operations() -> dict[str, Any]:
                     "video/mp4": binary,
                     "application/octet-stream": binary,
                 },
+            },
+            "302": {
+                "description": "S3 storage: the object's presigned (or public) URL in `Location`."
             },
             **RESPONSES_COMMON,
             "404": not_found,

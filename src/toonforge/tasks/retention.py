@@ -50,6 +50,15 @@ def sweep_once(services: Services, now: float | None = None, batch: int = BATCH)
             .limit(batch)
         ).all()
         if not due:
+            # Rows of outputs deleted meanwhile by Task/InputOutputDelete go too, so that
+            # the index range the sweep reads stays short.
+            session.execute(
+                delete(TaskOutput).where(
+                    TaskOutput.added_at < cutoff,
+                    TaskOutput.task_id.in_(select(Task.id).where(Task.files_deleted.is_(True))),
+                )
+            )
+            session.commit()
             return 0
         ids = [task_id for task_id, _ in due]
         session.execute(update(Task).where(Task.id.in_(ids)).values(files_deleted=True))
