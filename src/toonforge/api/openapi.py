@@ -1160,8 +1160,8 @@ def _file_operations() -> dict[str, Any]:
         "tags": ["File"],
         "summary": "An output file",
         "description": "The file's URL on this server (uploads' `url`; outputs' `url` with "
-        "local storage). With S3 storage the answer is a 302 redirect to a fresh presigned "
-        "URL of the object.",
+        "local storage). With S3 storage the answer is instead a 302 redirect (`Location`: a "
+        "fresh presigned, or public, URL of the object).",
         "operationId": "file_get",
         "security": PUBLIC,
         "parameters": params,
@@ -1173,9 +1173,6 @@ def _file_operations() -> dict[str, Any]:
                     "video/mp4": binary,
                     "application/octet-stream": binary,
                 },
-            },
-            "302": {
-                "description": "S3 storage: the object's presigned (or public) URL in `Location`."
             },
             **RESPONSES_COMMON,
             "404": not_found,
