@@ -11,8 +11,10 @@ storage through its database row (`read_upload`), never through the API.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,8 @@ def ensure_private_checkpoint(services: Services, model_id: int) -> None:
         return
     if not key:  # stored before object storage: only the API host's copy exists
         return
+    if _link_local(services, key, local):
+        return
     log.info("private model %s: fetching from the storage", model_id)
     try:
         found = services.storage.download(key, local)
@@ -59,6 +63,23 @@ def ensure_private_checkpoint(services: Services, model_id: int) -> None:
         ) from exc
     if not found:
         local.unlink(missing_ok=True)
+
+
+def _link_local(services: Services, key: str, local: Path) -> bool:
+    """With a local storage on the same disk, a hard link instead of a second copy of
+    gigabytes (the storage's file and the copy are then one)."""
+    source = services.storage.local_path(key)
+    if source is None:
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".link-{uuid.uuid4().hex}")
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, local)
+    except OSError:  # another file system, or links not allowed: copy instead
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def read_upload(services: Services, value: str) -> bytes | None:
