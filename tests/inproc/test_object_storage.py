@@ -19,6 +19,7 @@ import yaml
 from photo_toon import PHOTO_TOON
 
 from toonforge.engine.runtime import EngineRuntime
+from toonforge.services import build_services
 from toonforge.settings import load_settings, parse_duration
 from toonforge.storage import LocalStorage, StorageConfigError, open_storage
 from toonforge.tasks.retention import sweep_once
@@ -35,7 +36,7 @@ from toonforge.testing import (
     signed_headers,
 )
 from toonforge.worker.main import Worker
-from toonforge.worker.task_files import read_upload
+from toonforge.worker.task_files import fetch_task_files, read_upload
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -296,3 +297,42 @@ def test_a_sweep_takes_only_what_is_due(make_app: Any) -> None:
         assert objects(app, task["uuid"]) == []
         shown = app.client.ok("/v1/Task/Detail", {"taskid": task["id"]})["tasklist"][0]
         assert shown["outputs"] == [] and shown["status"] == "task_postprocess_end"
+
+
+def test_a_worker_host_copies_private_models_from_the_storage(
+    make_app: Any, storage_kind: str, tmp_path: Path
+) -> None:
+    from toonforge.engine.tiny.sd15 import ensure_tiny_sd15
+
+    app, _ = make_app()
+    checkpoint = ensure_tiny_sd15(Path(os.environ["TOONFORGE_TEST_TINY_DIR"])).checkpoint
+    r = app.http.post(
+        "/v1/PrivateModel/Add",
+        data={"name": "mine"},
+        files={"file": ("mine.safetensors", checkpoint.read_bytes(), "application/octet-stream")},
+        headers=signed_headers(app.keys),
+    )
+    [model] = r.json()["models"]
+    [key] = objects(app, "private_models")
+    # A worker on another host: the same database and storage, a data folder of its own.
+    options = {
+        "storage_url": app.services.settings.storage_url,
+        "s3_endpoint_url": app.services.settings.s3_endpoint_url,
+    }
+    worker_settings = settings_for_test(
+        tmp_path / "worker-host", app.services.settings.resolved_database_url, **options
+    )
+    worker_services = build_services(worker_settings, migrate=False)
+    try:
+        copy = worker_settings.data_dir / "private_models" / f"{model['id']}.safetensors"
+        fetch_task_files(worker_services, {"selectedModelPrivate": model["id"]})
+        assert copy.read_bytes() == checkpoint.read_bytes()
+        fetch_task_files(worker_services, {"selectedModelPrivate": model["id"]})  # kept
+        assert copy.is_file()
+        app.client.ok("/v1/PrivateModel/Delete", {"id": model["id"]})
+        assert objects(app, "private_models") == [] and key
+        assert copy.is_file()  # the API cannot reach another host's folder...
+        fetch_task_files(worker_services, {"selectedModelPrivate": model["id"]})
+        assert not copy.exists()  # ...the worker drops its copy when a task asks for it
+    finally:
+        worker_services.close()
