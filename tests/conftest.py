@@ -12,10 +12,12 @@ import pytest
 from support import Client, Server, base_env, create_keys
 from toonforge.testing import (
     InProcess,
+    S3Server,
     SignedClient,
     fresh_postgres_database,
     in_process_app,
     new_project,
+    s3_server,
     settings_for_test,
 )
 
@@ -122,3 +124,13 @@ def inproc(tmp_path: Path, backend: str, database_factory: Any) -> Iterator[InPr
 
 
 __all__ = ["base_env"]
+
+
+# -- object storage ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One S3 API server (moto) on loopback for the session; each test takes its own bucket."""
+    with s3_server() as server:
+        yield server

@@ -65,6 +65,12 @@ def add(
     return r.json()
 
 
+def stored(server: Server) -> list[Path]:
+    """The private models' files in the server's storage (the default: a local folder)."""
+    folder = server.data_dir / "outputs" / "private_models"
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
 def listed(client: Client) -> list[dict[str, str]]:
     data = client.post("/v1/PrivateModel/List").json()
     assert data["result"] is True and data["total"] == str(len(data["models"]))
@@ -137,10 +143,11 @@ def test_bad_uploads_are_refused(alice: Client, server: Server, checkpoint: Path
     r = alice.post("/v1/PrivateModel/Add", {"name": "x"}).json()
     assert r["result"] is False and "[file]" in r["errors"][0]["message"]
     assert listed(alice) == before
-    folder = server.data_dir / "private_models"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{m['id']}.safetensors" for m in before
-    )
+    # One stored file per registered model, nothing of the refused ones (nor of their
+    # staging copies in the data folder).
+    assert len(stored(server)) == len(before)
+    staging = server.data_dir / "private_models"
+    assert not [p for p in staging.iterdir() if p.name.startswith(".upload-")]
 
 
 def test_an_upload_over_the_size_limit_is_refused(alice: Client, server: Server) -> None:
@@ -178,6 +185,7 @@ def test_cli_add_list_remove(alice: Client, server: Server, checkpoint: Path) ->
     assert gone.returncode == 0, gone.stderr
     assert row not in listed(alice)
     assert not (server.data_dir / "private_models" / f"{row['id']}.safetensors").exists()
+    assert len(stored(server)) == len(listed(alice))  # its stored file is gone too
     # A removed model is "not found" for Run, and nothing is queued.
     message = run_error(alice, {**SMALL, "selectedModelPrivate": row["id"]})
     assert "not found" in message

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from toonforge.catalog import Catalog, load_catalog
 from toonforge.catalog.availability import ToolAvailability
 from toonforge.settings import Settings
-from toonforge.storage import LocalStorage
+from toonforge.storage import Storage, open_storage
+from toonforge.storage.links import FileLinks
 from toonforge.tasks.db import make_engine, make_sessionmaker
 from toonforge.tasks.migrate import upgrade
 from toonforge.tasks.notify import Notifier
@@ -28,7 +29,8 @@ class Services:
     # take the write lock.
     read_sessions: sessionmaker[Session]
     catalog: Catalog
-    storage: LocalStorage
+    storage: Storage
+    links: FileLinks  # the URLs clients get for stored files
     notifier: Notifier
     availability: ToolAvailability
 
@@ -48,13 +50,16 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     notifier = Notifier(db, settings.data_dir / "state" / "wake")
     sessions = make_sessionmaker(db)
     notifier.install(sessions)
+    storage = open_storage(settings)
+    links = FileLinks(settings.resolved_public_url, storage, settings.output_retention_seconds)
     return Services(
         settings=settings,
         db=db,
         sessions=sessions,
         read_sessions=make_sessionmaker(db, readonly=True),
         catalog=load_catalog(settings.extra_tools_dirs),
-        storage=LocalStorage(settings.storage_dir),
+        storage=storage,
+        links=links,
         notifier=notifier,
         availability=ToolAvailability(settings),
     )

@@ -19,6 +19,25 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "toonforge"
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in "7d", "12h", "30m", "3600s" or a bare number of seconds; 0 for empty."""
+    text = value.strip().lower()
+    if not text:
+        return 0.0
+    unit = _UNITS.get(text[-1])
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r} (expected e.g. 7d, 12h, 30m, 3600s)") from None
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"not a duration: {value!r}")
+    return seconds
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOONFORGE_", extra="ignore")
 
@@ -121,6 +140,22 @@ class Settings(BaseSettings):
     # the IP allow-lists check is the connection's own.
     trusted_proxies: str = ""
 
+    # Object storage (outputs, File/Upload uploads, private models): file:///folder (default:
+    # DATA_DIR/outputs) or s3://bucket/prefix through boto3 (credentials and region from
+    # boto3's usual environment variables and config files).
+    storage_url: str = ""
+    # Endpoint of an S3-compatible store (MinIO, R2, ...); empty: AWS S3.
+    s3_endpoint_url: str = ""
+    # Lifetime of the presigned URLs clients get for objects in S3 storage.
+    storage_url_expiry_seconds: int = Field(default=3600, ge=1, le=604800)
+    # Public or CDN base URL of the bucket's objects: clients get `<base>/<key>` instead of
+    # presigned URLs.
+    storage_public_url: str = ""
+    # Outputs older than this are deleted ("7d", "12h", "30m", "3600s"; empty or "0": kept).
+    output_retention: str = ""
+    # How often an API process looks for expired outputs.
+    retention_sweep_seconds: float = 60.0
+
     # Callbacks.
     callback_allow_private: bool = False
     callback_timeout_seconds: float = 10.0
@@ -153,6 +188,17 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"not an address or CIDR: {entry!r}") from exc
         return value
+
+    @field_validator("output_retention")
+    @classmethod
+    def _check_retention(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def output_retention_seconds(self) -> float:
+        """0 when outputs are kept for ever."""
+        return parse_duration(self.output_retention)
 
     @property
     def trusted_proxy_list(self) -> list[str]:

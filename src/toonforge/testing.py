@@ -298,3 +298,63 @@ class ServeProcess:
                 stderr=log,
                 start_new_session=True,
             )
+
+
+# -- an S3 API server on loopback (moto's server mode) -----------------------------------------
+
+# What boto3 reads in the tests' processes: moto accepts any credentials.
+S3_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class S3Server:
+    """A real S3 API (moto's server) on a loopback port of its own."""
+
+    endpoint: str
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=S3_TEST_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_TEST_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def new_bucket(self) -> str:
+        name = f"tf-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.client().get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def env(self, bucket: str, prefix: str = "tf") -> dict[str, str]:
+        """The environment of a toonforge process storing in `bucket` under `prefix`."""
+        return {
+            **S3_TEST_ENV,
+            "TOONFORGE_STORAGE_URL": f"s3://{bucket}/{prefix}",
+            "TOONFORGE_S3_ENDPOINT_URL": self.endpoint,
+        }
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in threads of this process, on a free loopback port, stopped after."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()

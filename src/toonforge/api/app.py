@@ -33,6 +33,7 @@ from toonforge.callbacks.dispatcher import CallbackDispatcher
 from toonforge.services import Services
 from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
 from toonforge.tasks.projects import ProjectCache
+from toonforge.tasks.retention import RetentionSweeper
 
 log = logging.getLogger("toonforge.api")
 
@@ -54,9 +55,12 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
         dispatcher = CallbackDispatcher(services) if dispatch_callbacks else None
         if dispatcher:
             dispatcher.start()
+        sweeper = RetentionSweeper(services)
+        sweeper.start()
         try:
             yield
         finally:
+            sweeper.stop()
             if dispatcher:
                 dispatcher.stop()
             await hub.stop()

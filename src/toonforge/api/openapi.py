@@ -133,7 +133,14 @@ class OutputFile(BaseModel):
     addedtime: str
     modifiedtime: str
     accesskey: str
-    url: str = Field(description="Absolute URL of the file (`/v1/File/{accesskey}/{name}`).")
+    url: str = Field(
+        description="Where to download the file: `/v1/File/{accesskey}/{name}` on this server "
+        "with local storage; with S3 storage a presigned URL of the object (or one under "
+        "TOONFORGE_STORAGE_PUBLIC_URL)."
+    )
+    urlexpiretime: str = Field(
+        description='When `url` stops working, unix seconds; "0" when it does not expire.'
+    )
 
 
 class CallbackDeliveryRecord(BaseModel):
@@ -196,6 +203,10 @@ class TaskRecord(BaseModel):
         description="toonforge: a queued task's estimated start (unix seconds), from the "
         'recent run times of the tools ahead and the live workers; "0" when unknown or '
         "not queued.",
+    )
+    outputsexpiretime: str = Field(
+        description="When the retention period (TOONFORGE_OUTPUT_RETENTION) deletes the "
+        'outputs, unix seconds; "0" when never, or when they are already gone.'
     )
     callbacks: list[CallbackDeliveryRecord] = Field(
         default_factory=list,
@@ -1194,7 +1205,9 @@ def _file_operations() -> dict[str, Any]:
     get = {
         "tags": ["File"],
         "summary": "An output file",
-        "description": "The URL that task records give in `outputs[].url`.",
+        "description": "The file's URL on this server (uploads' `url`; outputs' `url` with "
+        "local storage). With S3 storage the answer is instead a 302 redirect (`Location`: a "
+        "fresh presigned, or public, URL of the object).",
         "operationId": "file_get",
         "security": PUBLIC,
         "parameters": params,

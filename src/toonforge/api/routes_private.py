@@ -37,6 +37,7 @@ from toonforge.tasks.private_models import (
     record_private_model,
     remove_private_model,
     stage_checkpoint,
+    store_checkpoint,
 )
 from toonforge.tasks.projects import ProjectInfo
 
@@ -100,6 +101,7 @@ def _store_private_model(
     """Copy, hash and check the file with no transaction open; then one short write
     transaction records it (and the request, against replays)."""
     settings = services.settings
+    stored = False
     with services.read_sessions() as session:
         try:
             check_name_free(session, project.id, name)
@@ -110,6 +112,7 @@ def _store_private_model(
     except PrivateModelError as exc:
         raise ApiError(f"Request parameter [file] {exc}") from exc
     try:
+        store_checkpoint(services.storage, staged)
         with services.sessions() as session:
             # A multipart body is not hashed whole: its boundary, unique per request, and
             # its length stand for it.
@@ -121,14 +124,13 @@ def _store_private_model(
                 )
             except PrivateModelError as exc:
                 raise ApiError(f"Request parameter [name] {exc}") from exc
-            try:
-                session.commit()
-            except Exception:
-                discard_file(settings, model.id)
-                raise
+            session.commit()
+            stored = True
             return record(model)
     finally:
         staged.discard()
+        if staged.storage_key and not stored:
+            services.storage.delete_prefix(staged.storage_key)
 
 
 @router.post("/v1/PrivateModel/List")
@@ -154,7 +156,7 @@ def delete(
         model = remove_private_model(session, project.id, value)
         if model is None:
             raise ApiError(NOT_FOUND_MESSAGE, code=NOT_FOUND)
-        removed = record(model)
+        removed, key = record(model), model.storage_key
         session.commit()
-        discard_file(services.settings, int(removed["id"]))
+        discard_file(services.settings, services.storage, int(removed["id"]), key)
         return ok(models=[removed])

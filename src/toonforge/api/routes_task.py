@@ -63,7 +63,7 @@ def _record(services: Services, session: Session, task: Any) -> dict[str, Any]:
     )
     return task_record(
         task,
-        public_url=services.settings.resolved_public_url,
+        links=services.links,
         manifest=services.catalog.by_key(task.tool_key),
         deliveries=deliveries,
         queue=queue_spot_of(services, session, task),

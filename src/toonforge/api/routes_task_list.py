@@ -101,13 +101,12 @@ def task_list(body: BodyDep, project: ProjectDep, services: ServicesDep) -> dict
         tasks = session.scalars(
             select(Task).where(*where).order_by(ordering, tie).offset(start).limit(limit)
         ).all()
-        public_url = services.settings.resolved_public_url
         return ok(
             total=str(total),
             tasklist=[
                 task_record(
                     t,
-                    public_url=public_url,
+                    links=services.links,
                     manifest=services.catalog.by_key(t.tool_key),
                     queue=queue_spot_of(services, session, t),
                 )

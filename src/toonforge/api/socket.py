@@ -137,7 +137,7 @@ def _preview_index(events: list[tuple[int, str, Any]], step: int) -> int | None:
 
 def _message_for(services: Services, task: Task, type_: str, stored: Any) -> Any:
     if type_ == lc.POSTPROCESS_END:
-        return outputs_list(task, services.settings.resolved_public_url)
+        return outputs_list(task, services.links)
     if type_ == lc.OUTPUT_FULL and stored is not None and not isinstance(stored, dict):
         return {"raw": stored}  # the hosted service's documented shape
     return stored

@@ -104,7 +104,6 @@ class CallbackDispatcher:
         delivery_id = self._claim()
         if delivery_id is None:
             return False
-        settings = self.services.settings
         with self.services.read_sessions() as session:
             delivery = session.get(CallbackDelivery, delivery_id)
             task = session.get(Task, delivery.task_id) if delivery else None
@@ -113,7 +112,7 @@ class CallbackDispatcher:
             project = session.get(Project, task.project_id)
             record = task_record(
                 task,
-                public_url=settings.resolved_public_url,
+                links=self.services.links,
                 manifest=self.services.catalog.by_key(task.tool_key),
             )
             url, msg_id, attempt_no, task_id = (

@@ -81,9 +81,18 @@ def add_cmd(args: argparse.Namespace) -> int:
         project = _project(session, args.project)
         try:
             model = add_private_model(
-                session, settings, project_id=project.id, name=args.name, source=args.file
+                session,
+                settings,
+                services.storage,
+                project_id=project.id,
+                name=args.name,
+                source=args.file,
             )
-            session.commit()
+            try:
+                session.commit()
+            except BaseException:
+                discard_file(settings, services.storage, model.id, model.storage_key)
+                raise
         except PrivateModelError as exc:
             session.rollback()
             raise SystemExit(f"toonforge: {exc}") from exc
@@ -110,8 +119,8 @@ def remove_cmd(args: argparse.Namespace) -> int:
         model = remove_private_model(session, project.id, args.model)
         if model is None:
             raise SystemExit("toonforge: private model not found")
-        row = record(model)
+        row, key = record(model), model.storage_key
         session.commit()
-    discard_file(settings, int(row["id"]))
+    discard_file(settings, services.storage, int(row["id"]), key)
     _show([row], args.json)
     return 0

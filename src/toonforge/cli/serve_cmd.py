@@ -273,10 +273,11 @@ def serve(args: argparse.Namespace) -> int:
         _first_project(services)
         supervisor.start()
         log.info(
-            "toonforge API on %s (socket %s/v1/socket), data in %s, %d worker(s)%s",
+            "toonforge API on %s (socket %s/v1/socket), data in %s, files in %r, %d worker(s)%s",
             settings.resolved_public_url,
             settings.resolved_public_url.replace("http", "ws", 1),
             settings.data_dir,
+            services.storage,
             len(supervisor.devices),
             f" on {', '.join(supervisor.devices)}" if supervisor.devices else "",
         )

@@ -130,7 +130,8 @@ class TaskOutput(Base):
     size: Mapped[int] = mapped_column(Integer)
     accesskey: Mapped[str] = mapped_column(String(64), unique=True)
     storage_key: Mapped[str] = mapped_column(String(500))
-    added_at: Mapped[float] = mapped_column(Float)
+    # Indexed for the retention sweep (migration 0006).
+    added_at: Mapped[float] = mapped_column(Float, index=True)
 
     task: Mapped[Task] = relationship(back_populates="outputs")
 
@@ -170,7 +171,9 @@ class CallbackAttempt(Base):
 class PrivateModel(Base):
     """A base checkpoint a project registered itself (AnimateDiff's `selectedModelPrivate`).
 
-    Only its own project sees it; the file lives at `<data>/private_models/<id>.safetensors`.
+    Only its own project sees it; the file is in the storage under `storage_key` (workers
+    keep a copy in `<data>/private_models/<id>.safetensors`); "" for a model stored before
+    object storage, whose file is only that copy on the API's host.
     """
 
     __tablename__ = "private_models"
@@ -190,6 +193,7 @@ class PrivateModel(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+    storage_key: Mapped[str] = mapped_column(String(500), default="", server_default="")
 
 
 class Upload(Base):

@@ -7,14 +7,16 @@ on the project, and a model of another project answers exactly like one that doe
 
 The file is checked without torch (the API process never imports it): the safetensors header
 is parsed by hand and must hold the three SD1.5 parts (UNet, VAE, CLIP text encoder).
-The accepted file is stored at `<data>/private_models/<id>.safetensors`, where workers find it.
+The accepted file goes to the storage (a local folder or an S3 bucket) under
+`private_models/<random>.safetensors`, its key recorded with the model; each worker copies it
+into `<data>/private_models/<id>.safetensors` (its own data folder) the first time a task
+needs it (toonforge.worker.task_files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 import time
@@ -27,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toonforge.settings import Settings
+from toonforge.storage import Storage
 from toonforge.tasks.ids import parse_id
 from toonforge.tasks.models import PrivateModel
 
@@ -55,7 +58,11 @@ def private_models_dir(settings: Settings) -> Path:
 
 
 def checkpoint_path(settings: Settings, model_id: int) -> Path:
+    """This host's copy of the model's file (what the engine loads)."""
     return private_models_dir(settings) / f"{model_id}.safetensors"
+
+
+STORAGE_PREFIX = "private_models"
 
 
 def check_checkpoint(path: Path) -> CheckpointInfo:
@@ -115,9 +122,20 @@ class StagedCheckpoint:
     sha256: str
     size: int
     file_name: str
+    storage_key: str = ""  # set once stored
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def store_checkpoint(storage: Storage, staged: StagedCheckpoint) -> str:
+    """Put a staged checkpoint into the storage (outside any transaction: it may take a
+    while); its key. The caller deletes the key if the model is not recorded after all."""
+    key = f"{STORAGE_PREFIX}/{uuid.uuid4().hex}.safetensors"
+    with staged.path.open("rb") as fh:
+        storage.put_file(key, fh)
+    staged.storage_key = key
+    return key
 
 
 def stage_checkpoint(
@@ -158,8 +176,10 @@ def check_name_free(session: Session, project_id: int, name: str) -> str:
 def record_private_model(
     session: Session, settings: Settings, *, project_id: int, name: str, staged: StagedCheckpoint
 ) -> PrivateModel:
-    """Record a staged checkpoint and move it into place (a short write transaction). The
-    caller commits; if the commit fails, it calls `discard_file` with the model's id."""
+    """Record a stored checkpoint (a short write transaction). The caller commits; if the
+    commit fails, it calls `discard_file` with the model."""
+    if not staged.storage_key:
+        raise ValueError("store_checkpoint first")
     name = check_name_free(session, project_id, name)
     model = PrivateModel(
         project_id=project_id,
@@ -169,35 +189,46 @@ def record_private_model(
         size=staged.size,
         sha256=staged.sha256,
         created_at=time.time(),
+        storage_key=staged.storage_key,
     )
     session.add(model)
-    session.flush()  # assigns the id, which names the file
-    os.replace(staged.path, checkpoint_path(settings, model.id))
+    session.flush()
     return model
 
 
 def add_private_model(
     session: Session,
     settings: Settings,
+    storage: Storage,
     *,
     project_id: int,
     name: str,
     source: Path | BinaryIO,
     file_name: str = "",
 ) -> PrivateModel:
-    """Check, stage and record in one go (the CLI's path); the caller commits."""
+    """Check, stage, store and record in one go (the CLI's path); the caller commits (and
+    calls `discard_file` if that fails)."""
     check_name_free(session, project_id, name)
     session.rollback()  # no transaction held while the file is copied
     staged = stage_checkpoint(settings, source, file_name)
     try:
-        return record_private_model(
-            session, settings, project_id=project_id, name=name, staged=staged
-        )
+        key = store_checkpoint(storage, staged)
+        try:
+            return record_private_model(
+                session, settings, project_id=project_id, name=name, staged=staged
+            )
+        except BaseException:
+            storage.delete_prefix(key)
+            raise
     finally:
         staged.discard()
 
 
-def discard_file(settings: Settings, model_id: int) -> None:
+def discard_file(settings: Settings, storage: Storage, model_id: int, storage_key: str) -> None:
+    """Delete a removed (or never recorded) model's file: in the storage and this host's
+    copy. Other workers' copies go when a task next asks for the model."""
+    if storage_key:
+        storage.delete_prefix(storage_key)
     checkpoint_path(settings, model_id).unlink(missing_ok=True)
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toonforge.catalog import Manifest
+from toonforge.storage.links import FileLinks
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.models import CallbackDelivery, Task, TaskOutput
 from toonforge.tasks.queue_position import QueueSpot, queue_fields
@@ -72,11 +73,8 @@ def _ts(value: float | None) -> str:
     return "0" if value is None else str(int(value))
 
 
-def output_url(public_url: str, out: TaskOutput) -> str:
-    return f"{public_url}/v1/File/{out.accesskey}/{out.name}"
-
-
-def output_record(task: Task, out: TaskOutput, public_url: str) -> dict[str, Any]:
+def output_record(task: Task, out: TaskOutput, links: FileLinks) -> dict[str, Any]:
+    link = links.output(out)
     return {
         "id": out.id,
         "name": out.name,
@@ -87,27 +85,35 @@ def output_record(task: Task, out: TaskOutput, public_url: str) -> dict[str, Any
         "addedtime": _ts(out.added_at),
         "modifiedtime": _ts(out.added_at),
         "accesskey": out.accesskey,
-        "url": output_url(public_url, out),
+        "url": link.url,
+        "urlexpiretime": str(link.expires),
     }
 
 
-def outputs_list(task: Task, public_url: str) -> list[dict[str, Any]]:
+def outputs_list(task: Task, links: FileLinks) -> list[dict[str, Any]]:
     if task.files_deleted:
         return []
-    return [output_record(task, out, public_url) for out in task.outputs]
+    return [output_record(task, out, links) for out in task.outputs]
+
+
+def outputs_expire_time(task: Task, links: FileLinks) -> str:
+    """When the retention period deletes the task's outputs ("0": never, or none left)."""
+    if task.files_deleted or not task.outputs:
+        return "0"
+    return str(links.outputs_expire(min(out.added_at for out in task.outputs)))
 
 
 def task_record(
     task: Task,
     *,
-    public_url: str,
+    links: FileLinks,
     manifest: Manifest | None,
     deliveries: list[CallbackDelivery] | None = None,
     queue: QueueSpot | None = None,
 ) -> dict[str, Any]:
     """`queue`: the place of a queued task (queue_position.queue_spot_of); without it the
     record says "0" for both queue fields."""
-    outputs = outputs_list(task, public_url)
+    outputs = outputs_list(task, links)
     elapsed = elapsed_seconds(task) if task.starttime else 0.0
     owner, _, slug = task.tool_key.partition("/")
     record: dict[str, Any] = {
@@ -137,6 +143,7 @@ def task_record(
         "outputs": outputs,
         "size": str(sum(int(o["size"]) for o in outputs)),
         **queue_fields(queue),
+        "outputsexpiretime": outputs_expire_time(task, links),
     }
     for field in _TIME_FIELDS:
         record[field] = _ts(getattr(task, field))

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import time
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from toonforge.storage import LocalStorage
+from toonforge.storage import Storage
+from toonforge.storage.links import api_file_url
 from toonforge.tasks.models import TaskUpload, Upload
 from toonforge.tasks.tokens import random_hex, random_token
 
@@ -32,7 +33,7 @@ def safe_name(filename: str) -> str:
 
 def store_upload(
     session: Session,
-    storage: LocalStorage,
+    storage: Storage,
     *,
     project_id: int,
     filename: str,
@@ -44,7 +45,7 @@ def store_upload(
     upload_id = random_hex(16)
     name = safe_name(filename)
     key = f"{STORAGE_PREFIX}/{upload_id}/{name}"
-    size = storage.put_file(key, source)
+    size = storage.put_file(key, source, content_type[:100] or "application/octet-stream")
     upload = Upload(
         id=upload_id,
         project_id=project_id,
@@ -64,12 +65,12 @@ def store_upload(
     return upload
 
 
-def discard_upload(storage: LocalStorage, upload: Upload) -> None:
+def discard_upload(storage: Storage, upload: Upload) -> None:
     storage.delete_prefix(f"{STORAGE_PREFIX}/{upload.id}")
 
 
 def upload_url(public_url: str, upload: Upload) -> str:
-    return f"{public_url}/v1/File/{upload.accesskey}/{quote(upload.name)}"
+    return api_file_url(public_url, upload.accesskey, upload.name)
 
 
 def upload_record(upload: Upload, public_url: str) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def link_to_task(session: Session, task_id: int, upload_ids: set[str]) -> None:
         session.add(TaskUpload(task_id=task_id, upload_id=upload_id))
 
 
-def remove_task_uploads(session: Session, storage: LocalStorage, task_id: int) -> int:
+def remove_task_uploads(session: Session, storage: Storage, task_id: int) -> int:
     """Delete the uploads a task used (rows, then files), for Task/InputOutputDelete. Another
     task that used the same file loses it too: deleting a task's inputs deletes the file."""
     uploads = list(

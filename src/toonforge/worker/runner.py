@@ -34,6 +34,7 @@ from toonforge.tasks.store import (
 from toonforge.worker.previews import PreviewSlot, StepReporter
 from toonforge.worker.progress import ProgressMeter
 from toonforge.worker.redact import redact_paths
+from toonforge.worker.task_files import fetch_task_files
 
 log = logging.getLogger("toonforge.worker")
 
@@ -149,6 +150,7 @@ class TaskRunner:
             self._cancel(task_id)
             return
         try:
+            fetch_task_files(self.services, params)  # what the run reads from the storage
             info = self.engine.prepare(manifest, params)
         except ModelError as exc:
             self._fail(task_id, str(exc))
@@ -242,7 +244,7 @@ class TaskRunner:
         outputs = []
         for f in result.files:
             key = f"{task_uuid}/{f.name}"
-            size = self.services.storage.put(key, f.data)
+            size = self.services.storage.put(key, f.data, f.content_type)
             outputs.append(NewOutput(f.name, f.content_type, size, key))
 
         def close(session: Any, task: Task) -> None:
