@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     # One log line per HTTP request (uvicorn's access log); off by default, it costs
     # throughput and the task events already record what happened.
     access_log: bool = False
+    # Operations (README "Operations"): "text" (human) or "json" (one object per line, with
+    # task_id and project_id on the lines of a task or a request).
+    log_format: str = "text"
+    # When set, /metrics and /readyz want `Authorization: Bearer <token>` (otherwise they,
+    # like /healthz, need no key: keep them on a network only operators reach).
+    metrics_token: str = ""
     # Worker behaviour. Workers are woken when a task is queued (LISTEN/NOTIFY on
     # PostgreSQL, a loopback datagram on SQLite); this is only the safety-net poll.
     worker_poll_seconds: float = 2.0
@@ -94,6 +100,13 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"not an address or CIDR: {entry!r}") from exc
         return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError(f"expected text or json, not {value!r}")
+        return value.lower()
 
     @property
     def trusted_proxy_list(self) -> list[str]:

@@ -13,6 +13,7 @@ from toonforge.api.envelope import CONCURRENCY, GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.file_inputs import resolve_file_inputs
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
+from toonforge.ops.logging import bind as bind_log
 from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
 from toonforge.tasks.uploads import link_to_task
@@ -70,6 +71,7 @@ def run(
             )
             link_to_task(session, task.id, uploads)
             session.commit()
+        bind_log(task_id=task.id)
     except IntegrityError as exc:
         # An upload named by a file input was deleted between the check and the commit.
         raise ApiError(

@@ -21,6 +21,7 @@ from toonforge.tasks.db import claim_first
 from toonforge.tasks.models import CallbackAttempt, CallbackDelivery, Project, Task
 from toonforge.tasks.notify import CALLBACKS
 from toonforge.tasks.record import task_record
+from toonforge.tasks.task_metrics import record_callback_settled
 
 log = logging.getLogger("toonforge.callbacks")
 
@@ -164,6 +165,8 @@ class CallbackDispatcher:
                 wait = backoff_seconds(attempt_no, settings.callback_backoff_seconds)
                 delivery.next_attempt_at = time.time() + max(wait, result.retry_after or 0.0)
             state = delivery.state
+            if state != "pending":
+                record_callback_settled(session, state)
             session.commit()
             return state
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from toonforge.cli import keys_cmd, models_cmd, private_cmd, prompt_cmd, serve_cmd
+from toonforge.ops.logging import configure_logging
+from toonforge.settings import load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,10 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_format() -> str:
+    """TOONFORGE_LOG_FORMAT, or text while the settings cannot be read (the command then
+    reports what is wrong with them)."""
+    try:
+        return load_settings().log_format
+    except ValueError:
+        return "text"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(_log_format())
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

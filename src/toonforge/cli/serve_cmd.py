@@ -262,6 +262,13 @@ def serve(args: argparse.Namespace) -> int:
         )
         trusted = settings.trusted_proxy_list
         several = settings.api_processes > 1
+        if several:
+            # Each API process counts its requests in this folder; /metrics adds them up.
+            from toonforge.ops.metrics import prepare_multiprocess
+
+            prepare_multiprocess(settings)
+        # JSON logs: uvicorn's loggers go through toonforge's handler (no config of theirs).
+        logging_config = {"log_config": None} if settings.log_format == "json" else {}
         config = uvicorn.Config(
             # Several API processes each build their own app (and services) from the
             # environment this process passes on; one runs in this process.
@@ -278,6 +285,7 @@ def serve(args: argparse.Namespace) -> int:
             forwarded_allow_ips=trusted,
             # Open connections (WebSockets) get this long to finish once asked to stop.
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **logging_config,
         )
 
         def on_signal(sig: int) -> None:

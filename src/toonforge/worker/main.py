@@ -16,9 +16,11 @@ import time
 import uuid
 from collections.abc import Callable
 
+from toonforge.ops.logging import log_context
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import claim, reap
+from toonforge.worker.presence import WorkerPresence
 from toonforge.worker.runner import Engine, TaskRunner
 
 log = logging.getLogger("toonforge.worker")
@@ -40,6 +42,8 @@ class Worker:
         self._last_reap = 0.0
         # Set when a task may have become claimable (a wake-up, see tasks/notify.py).
         self.wake = threading.Event()
+        # This worker's row in the `workers` table (heartbeat, tools, loaded parts).
+        self.presence = WorkerPresence(services, engine, self.worker_id)
 
     def tool_keys(self) -> list[str]:
         return [m.key for m in self.services.catalog if m.engine_ready]
@@ -66,8 +70,15 @@ class Worker:
             session.commit()
         if task is None or begun is None:
             return False
-        log.info("task %s (%s) claimed by %s", task.id, task.tool_key, self.worker_id)
-        self.runner.run(task.id, begun)
+        # Every line logged for this task carries its task_id and project_id.
+        with log_context(task_id=task.id, project_id=task.project_id):
+            log.info("task %s (%s) claimed by %s", task.id, task.tool_key, self.worker_id)
+            self.presence.task_id = task.id
+            try:
+                self.runner.run(task.id, begun)
+            finally:
+                self.presence.task_id = None
+                self.presence.after_task()
         return True
 
     def listen(self) -> None:
@@ -93,6 +104,7 @@ class Worker:
         """Claim and run tasks until `stopping` is set; `on_ready` is called once, before
         the first claim (`serve` restarts a worker that dies after that at once)."""
         self.listen()
+        self.presence.start()
         log.info("worker %s ready for: %s", self.worker_id, ", ".join(self.tool_keys()))
         if on_ready is not None:
             on_ready()
@@ -107,6 +119,7 @@ class Worker:
                 self.stopping.wait(1.0)
             if not worked:
                 self._idle(self.services.settings.worker_poll_seconds)
+        self.presence.stop()
 
 
 def install_signal_handlers(worker: Worker) -> None:

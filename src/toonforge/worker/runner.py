@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from toonforge.catalog import Manifest
 from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
+from toonforge.ops.logging import thread_target
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.db import DB_OUTAGE_ERRORS
@@ -113,7 +114,11 @@ class TaskRunner:
     def run(self, task_id: int, begun: Begun) -> None:
         stop = threading.Event()
         heartbeat = threading.Thread(
-            target=self._heartbeat, args=(task_id, stop), name=f"heartbeat-{task_id}", daemon=True
+            # thread_target: the task's log fields follow it into this thread
+            target=thread_target(self._heartbeat),
+            args=(task_id, stop),
+            name=f"heartbeat-{task_id}",
+            daemon=True,
         )
         heartbeat.start()
         try:
