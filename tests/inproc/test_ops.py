@@ -243,3 +243,39 @@ def test_database_down_is_not_ready_and_says_why(tmp_path: Path) -> None:
             assert value(samples, "toonforge_database_up") == 0
             pg.start()
             assert http.get("/readyz").json()["checks"]["database"] == {"ok": True}
+
+
+def test_request_log_lines_carry_the_project_and_task(inproc: InProcess) -> None:
+    """A line logged while a request is handled, in the route's thread, carries the
+    project (known from the headers) and the task (once queued), in JSON mode."""
+    import json
+    import logging
+
+    from toonforge.ops.logging import ContextFilter, JsonFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("toonforge.api")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        taskid = inproc.client.ok(RUN, SMALL)["taskid"]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    docs = [json.loads(line) for line in lines]
+    queued = [d for d in docs if d["message"].startswith(f"task {taskid} queued")]
+    assert len(queued) == 1, docs
+    [doc] = queued
+    assert doc["task_id"] == int(taskid)
+    assert doc["project_id"] == inproc.keys.projectid
+    assert doc["level"] == "DEBUG" and doc["logger"] == "toonforge.api"
+    assert doc["time"].endswith("Z")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,8 @@ from toonforge.ops.logging import bind as bind_log
 from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
 from toonforge.tasks.uploads import link_to_task
+
+log = logging.getLogger("toonforge.api")
 
 router = APIRouter()
 
@@ -72,6 +75,7 @@ def run(
             link_to_task(session, task.id, uploads)
             session.commit()
         bind_log(task_id=task.id)
+        log.debug("task %s queued for %s", task.id, manifest.key)
     except IntegrityError as exc:
         # An upload named by a file input was deleted between the check and the commit.
         raise ApiError(

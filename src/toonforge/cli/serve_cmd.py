@@ -346,6 +346,11 @@ def run_worker(settings: Settings) -> int:
     from toonforge.engine.runtime import EngineRuntime
     from toonforge.worker.main import Worker, install_signal_handlers
 
+    if settings.log_format == "json":
+        from toonforge.ops.logging import adopt_model_library_logs
+
+        adopt_model_library_logs()
+
     if settings.tiny:
         log.warning(OFFLINE_BANNER)
     services = build_services(settings)

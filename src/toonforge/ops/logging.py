@@ -12,6 +12,7 @@ the lines of any logger (uvicorn's, SQLAlchemy's) get them too.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import json
 import logging
 import sys
@@ -136,10 +137,28 @@ def configure_logging(log_format: str = TEXT, level: int = logging.INFO) -> None
         if fmt == JSON:
             for name in UVICORN_LOGGERS:
                 route_through_root(logging.getLogger(name))
+            logging.captureWarnings(True)  # Python's warnings as log lines too
+
+
+def adopt_model_library_logs() -> None:
+    """For a JSON-logging worker, once the model stack is imported: transformers' and
+    diffusers' own handlers removed so their lines go through ours, their progress bars
+    (written straight to the terminal) off."""
+    for name in ("transformers", "diffusers"):
+        try:
+            module = importlib.import_module(f"{name}.utils.logging")
+        except ImportError:
+            continue
+        for action in ("disable_default_handler", "enable_propagation", "disable_progress_bar"):
+            call = getattr(module, action, None)
+            if call is not None:
+                call()
 
 
 def route_through_root(logger: logging.Logger) -> None:
-    """Drop a library logger's own handlers so its lines reach the root handler."""
+    """Drop a library logger's own handlers so its lines reach the root handler. The
+    access logger keeps the `propagate` uvicorn gave it: off unless the access log is on."""
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    logger.propagate = True
+    if logger.name != "uvicorn.access":
+        logger.propagate = True
