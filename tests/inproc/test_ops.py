@@ -183,6 +183,11 @@ def test_ready_with_a_worker_and_metrics_follow_the_tasks(ops_app: InProcess) ->
             [row] = live_workers(session, services.settings.heartbeat_seconds)
         assert row.id == worker.worker_id and row.pid == os.getpid()
         assert tool in row.tools and row.loaded and row.device == "cpu"
+        from toonforge.cli.models_cmd import loaded_parts
+
+        parts_seen = loaded_parts(services.settings)  # what `toonforge models status` lists
+        assert parts_seen and {p["host"] for p in parts_seen} == {row.host}
+        assert all(tool in p["tools"] for p in parts_seen)
 
     # Stopped: its row says so at once, and the server is no longer ready.
     r = http.get("/readyz")
