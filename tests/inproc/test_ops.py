@@ -284,3 +284,46 @@ def test_request_log_lines_carry_the_project_and_task(inproc: InProcess) -> None
     assert doc["project_id"] == inproc.keys.projectid
     assert doc["level"] == "DEBUG" and doc["logger"] == "toonforge.api"
     assert doc["time"].endswith("Z")
+
+
+def test_lost_workers_tasks_count_as_failed_and_killed(inproc: InProcess) -> None:
+    """Tasks whose worker was lost end through the reaper: one past its attempts (failed),
+    one with a kill requested (killed); both are counted, with their run time."""
+    from toonforge.tasks.store import claim, reap, request_kill
+
+    services, client = inproc.services, inproc.client
+    tool = cartoon_key(services)
+    # Its callback goes to a loopback address, which this server refuses to call.
+    first = client.ok(RUN, {**SMALL, "callbackUrl": "http://127.0.0.1:9/hook"})["taskid"]
+    second = client.ok(RUN, SMALL)["taskid"]
+    with services.sessions() as session:
+        for _ in range(2):  # taken by a worker that then vanished (its lease already over)
+            task = claim(
+                session, worker_id="gone", tool_keys=[tool], lease_seconds=-1, max_attempts=1
+            )
+            assert task is not None
+            if str(task.id) == second:
+                assert request_kill(session, task) is None
+        session.commit()
+    with services.sessions() as session:
+        ended = reap(session, max_attempts=1)
+        session.commit()
+    assert sorted(ended) == sorted([int(first), int(second)])
+    samples = scrape(inproc.http)
+    assert value(samples, "toonforge_task_failures_total", tool=tool) == 1
+    assert value(samples, "toonforge_task_kills_total", tool=tool) == 1
+    for outcome in ("failed", "killed"):
+        labels = {"tool": tool, "outcome": outcome}
+        assert value(samples, "toonforge_task_duration_seconds_count", **labels) == 1
+        assert value(samples, "toonforge_tasks_ended_total", **labels) == 1
+    assert value(samples, "toonforge_tasks_running", tool=tool) == 0
+    assert value(samples, "toonforge_task_batch_size_count", tool=tool) == 0
+    assert value(samples, "toonforge_callback_deliveries_pending") == 1
+
+    from toonforge.callbacks.dispatcher import CallbackDispatcher
+
+    assert CallbackDispatcher(services).run_once()
+    samples = scrape(inproc.http)
+    assert value(samples, "toonforge_callback_deliveries_pending") == 0
+    assert value(samples, "toonforge_callback_deliveries_total", state="refused") == 1
+    assert value(samples, "toonforge_callback_deliveries_total", state="delivered") == 0
