@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,20 +44,47 @@ def bucket_of(value: float, bounds: tuple[float, ...]) -> int:
     return len(bounds)
 
 
-def _bump(session: Session, kind: str, tool_key: str, outcome: str, bucket: int, value: float):
-    """count += 1, total += value on one row, created on first use (one statement, atomic on
-    both databases)."""
+_PENDING = "toonforge_metric_bumps"
+
+
+def _bump(
+    session: Session, kind: str, tool_key: str, outcome: str, bucket: int, value: float
+) -> None:
+    """Add one observation, written when the session commits (see `_write_bumps`)."""
+    pending: dict[tuple[str, str, str, int], list[float]] = session.info.setdefault(_PENDING, {})
+    entry = pending.setdefault((kind, tool_key, outcome, bucket), [0, 0.0])
+    entry[0] += 1
+    entry[1] += value
+
+
+@event.listens_for(Session, "before_commit")
+def _write_bumps(session: Session) -> None:
+    """count += n, total += sum per row, created on first use: one upsert per row, atomic on
+    both databases, in a fixed order and at the very end of the transaction (two
+    transactions that end tasks of the same tools never wait on each other in opposite
+    orders, and the rows are locked only until the commit)."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     table = TaskMetric.__table__
-    stmt = insert(table).values(
-        kind=kind, tool_key=tool_key, outcome=outcome, bucket=bucket, count=1, total=value
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["kind", "tool_key", "outcome", "bucket"],
-        set_={"count": table.c.count + 1, "total": table.c.total + value},
-    )
-    session.execute(stmt)
+    for (kind, tool_key, outcome, bucket), (count, total) in sorted(pending.items()):
+        stmt = insert(table).values(
+            kind=kind, tool_key=tool_key, outcome=outcome, bucket=bucket, count=count, total=total
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["kind", "tool_key", "outcome", "bucket"],
+            set_={"count": table.c.count + count, "total": table.c.total + total},
+        )
+        session.execute(stmt)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_bumps(session: Session, transaction: Any) -> None:
+    """A transaction that ended without a commit (rolled back, closed) counted nothing."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def outcome_of(task: Task, status: str) -> str:
