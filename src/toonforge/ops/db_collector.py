@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
-from toonforge.tasks.models import CallbackDelivery, Task
+from toonforge.tasks.models import CallbackDelivery, Task, WorkerRecord
 from toonforge.tasks.task_metrics import FAILED, KILLED, Aggregates, read_aggregates
 from toonforge.tasks.workers import live_workers
 
@@ -160,7 +160,7 @@ def _task_families(agg: Aggregates) -> Iterator[Metric]:
     yield batches
 
 
-def _worker_families(workers: list, tools: list[str], now: float) -> Iterator[Metric]:
+def _worker_families(workers: list[WorkerRecord], tools: list[str], now: float) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "toonforge_workers_live", "Workers whose heartbeat is recent.", value=len(workers)
     )
