@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     # One log line per HTTP request (uvicorn's access log); off by default, it costs
     # throughput and the task events already record what happened.
     access_log: bool = False
+    # Operations (README "Operations"): "text" (human) or "json" (one object per line, with
+    # task_id and project_id on the lines of a task or a request).
+    log_format: str = "text"
+    # When set, /metrics and /readyz want `Authorization: Bearer <token>` (otherwise they,
+    # like /healthz, need no key: keep them on a network only operators reach).
+    metrics_token: str = ""
     # Worker behaviour. Workers are woken when a task is queued (LISTEN/NOTIFY on
     # PostgreSQL, a loopback datagram on SQLite); this is only the safety-net poll.
     worker_poll_seconds: float = 2.0
@@ -120,9 +126,6 @@ class Settings(BaseSettings):
     # WebSocket previews while sampling: while a subscriber asked for them, the worker makes
     # one every this many steps (each costs a latent-to-RGB map and a small WebP encode).
     preview_every_steps: int = 3
-    # A worker refreshes its presence row this often (Task/Detail's start-time estimate
-    # counts the workers seen within three of these).
-    presence_seconds: float = 10.0
     # `serve` starts this many worker processes (0: API only; run `toonforge worker` apart);
     # `auto`: one per visible GPU (or per entry of `devices`).
     workers: int | Literal["auto"] = 1
@@ -199,6 +202,13 @@ class Settings(BaseSettings):
     def output_retention_seconds(self) -> float:
         """0 when outputs are kept for ever."""
         return parse_duration(self.output_retention)
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError(f"expected text or json, not {value!r}")
+        return value.lower()
 
     @property
     def trusted_proxy_list(self) -> list[str]:

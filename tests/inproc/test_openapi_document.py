@@ -218,7 +218,8 @@ def test_the_document_and_the_app_agree(doc: dict[str, Any], app: tuple[Any, Ser
     served = [(_served_pattern(p), m) for p, m in routes]
     for path, method, _ in operations(doc):
         assert any(pat.match(path) and m == method for pat, m in served), (method, path)
-    not_api = {"/openapi.json", "/docs", "/redoc", "/docs/assets/{name}"}
+    # The document, its viewers, and the operators' endpoints (README "Operations").
+    not_api = {"/openapi.json", "/docs", "/redoc", "/docs/assets/{name}", "/readyz", "/metrics"}
     not_api |= {PLAYGROUND_PAGE, PLAYGROUND_ASSETS}  # the playground page and its assets
     documented = {(p, m) for p, m, _ in operations(doc)}
     for path, method in routes - {(p, m) for p in not_api for m in ("get", "head")}:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import update
 
 from toonforge.tasks import lifecycle as lc
-from toonforge.tasks.models import Task, WorkerPresence
+from toonforge.tasks.models import Task, WorkerRecord
 from toonforge.testing import InProcess
 
 CARTOON = "/v1/Run/futurist/CartoonMix%20v1.0"
@@ -33,7 +33,19 @@ def _finish(inproc: InProcess, taskid: str, seconds: float) -> None:
 
 def _worker_seen(inproc: InProcess, worker_id: str, seen: float) -> None:
     with inproc.services.sessions() as session:
-        session.add(WorkerPresence(worker_id=worker_id, started_at=seen, seen_at=seen))
+        session.add(
+            WorkerRecord(
+                id=worker_id,
+                host="h",
+                pid=1,
+                device="cpu",
+                started_at=seen,
+                heartbeat_at=seen,
+                tools=[],
+                loaded=[],
+                status="idle",
+            )
+        )
         session.commit()
 
 

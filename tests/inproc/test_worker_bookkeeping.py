@@ -1,5 +1,5 @@
-"""The worker's rows for the additions: its presence (live workers for the start estimate)
-and the pruning of old previews."""
+"""The worker's rows for the additions: its row in the workers table (live workers for the
+start estimate) and the pruning of old previews."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from sqlalchemy import select, update
 
 from toonforge.tasks import lifecycle as lc
-from toonforge.tasks.models import Task, TaskPreview, WorkerPresence
+from toonforge.tasks.models import Task, TaskPreview, WorkerRecord
 from toonforge.tasks.queue_position import live_workers
+from toonforge.tasks.workers import STOPPED
 from toonforge.testing import InProcess
-from toonforge.worker.presence import Presence
+from toonforge.worker.presence import WorkerPresence
 from toonforge.worker.previews import KEEP_SECONDS, prune_previews
 
 CARTOON = "/v1/Run/futurist/CartoonMix%20v1.0"
@@ -19,18 +20,20 @@ CARTOON = "/v1/Run/futurist/CartoonMix%20v1.0"
 
 def test_a_worker_is_live_while_it_runs(inproc: InProcess) -> None:
     services = inproc.services
+    beat = services.settings.heartbeat_seconds
     with services.read_sessions() as session:
-        assert live_workers(session, services.settings.presence_seconds) == 0
-    with Presence(services, "host:1:abc"):
-        deadline = time.monotonic() + 5
-        while True:
-            with services.read_sessions() as session:
-                if live_workers(session, services.settings.presence_seconds) == 1:
-                    break
-            assert time.monotonic() < deadline, "the presence row never appeared"
-            time.sleep(0.05)
+        assert live_workers(session, beat) == 0
+    presence = WorkerPresence(services, engine=None, worker_id="host:1:abc")
+    presence.start()
+    try:
+        with services.read_sessions() as session:
+            assert live_workers(session, beat) == 1
+    finally:
+        presence.stop()
     with services.read_sessions() as session:
-        assert session.scalars(select(WorkerPresence)).all() == []
+        assert live_workers(session, beat) == 0
+        (row,) = session.scalars(select(WorkerRecord)).all()
+        assert row.status == STOPPED
 
 
 def test_previews_of_long_ended_tasks_are_pruned(inproc: InProcess) -> None:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from toonforge import __version__
 from toonforge.api import (
     routes_files,
+    routes_ops,
     routes_playground,
     routes_private,
     routes_run,
@@ -30,6 +31,8 @@ from toonforge.api.envelope import GENERAL, ApiError, error_body, error_response
 from toonforge.api.hub import EventHub
 from toonforge.api.openapi import install as install_openapi
 from toonforge.callbacks.dispatcher import CallbackDispatcher
+from toonforge.ops.db_collector import DatabaseCollector
+from toonforge.ops.metrics import HttpMetrics, RequestObservation
 from toonforge.services import Services
 from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
 from toonforge.tasks.projects import ProjectCache
@@ -83,10 +86,11 @@ def create_app(services: Services, *, dispatch_callbacks: bool = True) -> FastAP
     # The playground page at / and its assets (not part of the API's contract).
     app.include_router(routes_playground.router)
     app.add_middleware(UnexpectedErrors)
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, object]:
-        return {"result": True, "offlinemode": settings.tiny, "version": __version__}
+    # /healthz, /readyz, /metrics; the request counts and log context wrap everything.
+    app.include_router(routes_ops.router)
+    app.state.http_metrics = HttpMetrics()
+    app.state.db_collector = DatabaseCollector(services)
+    app.add_middleware(RequestObservation, metrics=app.state.http_metrics)
 
     # The OpenAPI document (the contract) and its offline /docs and /redoc.
     install_openapi(app, lambda: services.catalog)
@@ -174,7 +178,10 @@ def create_app_from_env() -> FastAPI:
     """The app of one API process among several (`serve` with `TOONFORGE_API_PROCESSES` > 1
     starts each with this factory): settings from the environment `serve` passed on; the
     database was migrated by `serve` already."""
+    from toonforge.ops.logging import configure_logging
     from toonforge.services import build_services
     from toonforge.settings import load_settings
 
-    return create_app(build_services(load_settings(), migrate=False))
+    settings = load_settings()
+    configure_logging(settings.log_format)  # a fresh process: its logs as serve's
+    return create_app(build_services(settings, migrate=False))

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from toonforge.api.auth import ReplayGuard, api_key_of, check_headers
 from toonforge.api.body import read_body
+from toonforge.ops.logging import bind as bind_log
 from toonforge.services import Services
 from toonforge.tasks.projects import ProjectCache, ProjectInfo
 
@@ -36,7 +37,9 @@ async def get_project(request: Request) -> ProjectInfo:
     project = cache.peek(api_key) if api_key else None
     if project is None and api_key:
         project = await run_in_threadpool(cache.get, services.read_sessions, api_key)
-    return check_headers(request, project, services.settings)
+    project = check_headers(request, project, services.settings)
+    bind_log(project_id=project.id)  # on every line logged for the rest of the request
+    return project
 
 
 async def get_body(

@@ -3,6 +3,7 @@ with `Prefer: wait=N`, also the finished task when it ends within N seconds (run
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,12 +19,15 @@ from toonforge.api.run_wait import wait_for_end, wait_preference
 from toonforge.catalog.batch_key import batch_key
 from toonforge.catalog.manifest import Manifest
 from toonforge.catalog.validation import InvalidInputs, validate_inputs
+from toonforge.ops.logging import bind as bind_log
 from toonforge.services import Services
 from toonforge.tasks.models import Task
 from toonforge.tasks.private_models import find_private_model
 from toonforge.tasks.projects import ProjectInfo
 from toonforge.tasks.store import ConcurrencyLimitReached, create_task
 from toonforge.tasks.uploads import link_to_task
+
+log = logging.getLogger("toonforge.api")
 
 router = APIRouter()
 
@@ -103,6 +107,8 @@ def queue_task(
             )
             link_to_task(session, task.id, uploads)
             session.commit()
+        bind_log(task_id=task.id)
+        log.debug("task %s queued for %s", task.id, manifest.key)
     except IntegrityError as exc:
         # An upload named by a file input was deleted between the check and the commit.
         raise ApiError(

@@ -21,6 +21,7 @@ from toonforge.api.deps import (
 )
 from toonforge.api.envelope import GENERAL, NOT_FOUND, ApiError, ok
 from toonforge.api.hub import EventHub
+from toonforge.ops.logging import bind as bind_log
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.ids import parse_id
@@ -45,6 +46,7 @@ def _lookup(session: Session, project: ProjectInfo, body: dict[str, Any]) -> Tas
     task = find_task(session, project.id, taskid=taskid or None, token=None if taskid else token)
     if task is None:
         raise ApiError(NO_TASK, code=NOT_FOUND)
+    bind_log(task_id=task.id)
     return task
 
 
@@ -180,6 +182,7 @@ def input_output_delete(
         )
         if task is None:
             raise ApiError(NO_TASK, code=NOT_FOUND)
+        bind_log(task_id=task.id)
         if not lc.is_terminal(task.status):
             raise ApiError(
                 "Task must be completed or cancelled before deleting files", code=GENERAL

@@ -16,11 +16,14 @@ from sqlalchemy import case, func, or_, select
 
 from toonforge.callbacks.address_guard import CallbackRefused
 from toonforge.callbacks.sender import AttemptResult, backoff_seconds, send_once
+from toonforge.ops.logging import bind as bind_log
+from toonforge.ops.logging import log_context
 from toonforge.services import Services
 from toonforge.tasks.db import claim_first
 from toonforge.tasks.models import CallbackAttempt, CallbackDelivery, Project, Task
 from toonforge.tasks.notify import CALLBACKS
 from toonforge.tasks.record import task_record
+from toonforge.tasks.task_metrics import record_callback_settled
 
 log = logging.getLogger("toonforge.callbacks")
 
@@ -100,7 +103,11 @@ class CallbackDispatcher:
 
     def run_once(self) -> bool:
         """Claim one due delivery, send it with no transaction open, record the outcome in a
-        transaction of its own."""
+        transaction of its own (its log lines carry the task's and project's ids)."""
+        with log_context():
+            return self._run_once()
+
+    def _run_once(self) -> bool:
         delivery_id = self._claim()
         if delivery_id is None:
             return False
@@ -109,6 +116,7 @@ class CallbackDispatcher:
             task = session.get(Task, delivery.task_id) if delivery else None
             if delivery is None or task is None:
                 return True
+            bind_log(task_id=task.id, project_id=task.project_id)
             project = session.get(Project, task.project_id)
             record = task_record(
                 task,
@@ -163,6 +171,8 @@ class CallbackDispatcher:
                 wait = backoff_seconds(attempt_no, settings.callback_backoff_seconds)
                 delivery.next_attempt_at = time.time() + max(wait, result.retry_after or 0.0)
             state = delivery.state
+            if state != "pending":
+                record_callback_settled(session, state)
             session.commit()
             return state
 

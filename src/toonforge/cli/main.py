@@ -17,6 +17,8 @@ from toonforge.cli import (
     serve_cmd,
     tasks_cmd,
 )
+from toonforge.ops.logging import configure_logging
+from toonforge.settings import load_settings
 
 # Loggers whose INFO lines are noise on a terminal: migrations applied (alembic) and every
 # HTTP request the client commands make (httpx).
@@ -129,10 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_format() -> str:
+    """TOONFORGE_LOG_FORMAT, or text while the settings cannot be read (the command then
+    reports what is wrong with them)."""
+    try:
+        return load_settings().log_format
+    except ValueError:
+        return "text"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(_log_format())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)

@@ -31,8 +31,36 @@ def _find(catalog: Catalog, name: str) -> Manifest:
 
 
 def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
-    """What running workers have in memory, from the files they publish
-    (`<data>/state/loaded/<pid>.json`, written by the engine runtime after each task)."""
+    """What live workers have in memory: from the `workers` table (every worker on every
+    host writes its row on each heartbeat), or, where the database cannot be read, from
+    the files workers on this host publish (`<data>/state/loaded/<pid>.json`)."""
+    try:
+        return _loaded_from_database(settings)
+    except Exception:  # unreachable or not migrated yet: what this host's files say
+        return _loaded_from_files(settings)
+
+
+def _loaded_from_database(settings: Settings) -> list[dict[str, Any]]:
+    from toonforge.tasks.db import make_engine, make_sessionmaker
+    from toonforge.tasks.workers import live_workers
+
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).is_file():
+        raise FileNotFoundError("no database yet")  # never create one just to look
+    engine = make_engine(url, pool_size=1)
+    try:
+        with make_sessionmaker(engine, readonly=True)() as session:
+            workers = live_workers(session, settings.heartbeat_seconds)
+            return [
+                {**part, "pid": w.pid, "host": w.host, "device": w.device}
+                for w in workers
+                for part in w.loaded or []
+            ]
+    finally:
+        engine.dispose()
+
+
+def _loaded_from_files(settings: Settings) -> list[dict[str, Any]]:
     folder = settings.data_dir / "state" / "loaded"
     out: list[dict[str, Any]] = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -46,6 +74,10 @@ def loaded_parts(settings: Settings) -> list[dict[str, Any]]:
         for part in doc.get("parts", []):
             out.append({**part, "pid": pid, "device": doc.get("device", "")})
     return out
+
+
+def _worker_name(part: dict[str, Any]) -> str:
+    return f"{part['host']}:{part['pid']}" if part.get("host") else str(part["pid"])
 
 
 def _file_name(need: Needed) -> str:
@@ -68,7 +100,7 @@ def status(args: argparse.Namespace) -> int:
         for part in loaded:
             if m.key in part.get("tools", []):
                 size = part.get("bytes", 0) / 1e6
-                where = f"worker {part['pid']} on {part['device']}"
+                where = f"worker {_worker_name(part)} on {part['device']}"
                 print(f"  loaded in {where}: {part['part'].split('|')[0]} ({size:.1f} MB)")
         for need in needed_weights(m):
             path = locate(settings, need)
@@ -81,7 +113,8 @@ def status(args: argparse.Namespace) -> int:
         for part in loaded:
             tools = ", ".join(part.get("tools", []))
             size = part.get("bytes", 0) / 1e6
-            print(f"  worker {part['pid']}: {part['part']} ({size:.1f} MB) used by {tools}")
+            name = _worker_name(part)
+            print(f"  worker {name}: {part['part']} ({size:.1f} MB) used by {tools}")
     return 1 if missing else 0
 
 

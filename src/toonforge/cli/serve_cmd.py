@@ -283,6 +283,13 @@ def serve(args: argparse.Namespace) -> int:
         )
         trusted = settings.trusted_proxy_list
         several = settings.api_processes > 1
+        if several:
+            # Each API process counts its requests in this folder; /metrics adds them up.
+            from toonforge.ops.metrics import prepare_multiprocess
+
+            prepare_multiprocess(settings)
+        # JSON logs: uvicorn's loggers go through toonforge's handler (no config of theirs).
+        logging_config = {"log_config": None} if settings.log_format == "json" else {}
         config = uvicorn.Config(
             # Several API processes each build their own app (and services) from the
             # environment this process passes on; one runs in this process.
@@ -299,6 +306,7 @@ def serve(args: argparse.Namespace) -> int:
             forwarded_allow_ips=trusted,
             # Open connections (WebSockets) get this long to finish once asked to stop.
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **logging_config,
         )
 
         def on_signal(sig: int) -> None:
@@ -358,6 +366,11 @@ def _exit_without_stuck_threads() -> None:
 def run_worker(settings: Settings) -> int:
     from toonforge.engine.runtime import EngineRuntime
     from toonforge.worker.main import Worker, install_signal_handlers
+
+    if settings.log_format == "json":
+        from toonforge.ops.logging import adopt_model_library_logs
+
+        adopt_model_library_logs()
 
     if settings.tiny:
         log.warning(OFFLINE_BANNER)

@@ -140,6 +140,8 @@ class CallbackDelivery(Base):
     """One callback to send for a terminal task; attempts are kept one row each."""
 
     __tablename__ = "callback_deliveries"
+    # /metrics counts the pending ones (the settled ones are counted in task_metrics).
+    __table_args__ = (Index("ix_callback_deliveries_state", "state"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
@@ -248,13 +250,38 @@ class TaskPreview(Base):
     updated_at: Mapped[float | None] = mapped_column(Float)
 
 
-class WorkerPresence(Base):
-    """A worker process that is alive: it refreshes `seen_at` while it runs (idle or busy)
-    and removes its row when it stops. The queue's start-time estimate divides the work
-    ahead among the live workers."""
+class WorkerRecord(Base):
+    """A worker process as it last reported itself (tasks/workers.py): written by its
+    heartbeat, so the API, `/readyz`, `/metrics` and `toonforge models status` see every
+    worker on every host through the database alone."""
 
-    __tablename__ = "worker_presence"
+    __tablename__ = "workers"
 
-    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the claim's worker_id
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[float] = mapped_column(Float)
-    seen_at: Mapped[float] = mapped_column(Float, index=True)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+    # Tool keys this worker can run (engine built, weights on its host).
+    tools: Mapped[list[str]] = mapped_column(JSON)
+    # What it holds in memory: [{"part", "bytes", "tools"}], least recently used first.
+    loaded: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # idle | busy | stopped
+    task_id: Mapped[int | None] = mapped_column(Integer)  # the task in hand when busy
+
+
+class TaskMetric(Base):
+    """Aggregates for `/metrics`, updated in the transaction that ends a task (or settles a
+    callback), so a scrape reads a few hundred rows instead of scanning the tasks: one row
+    per histogram bucket (`bucket` indexes the bounds in tasks/task_metrics.py; counters use
+    bucket 0), holding how many observations fell in it and their sum."""
+
+    __tablename__ = "task_metrics"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # duration | batch | callback
+    tool_key: Mapped[str] = mapped_column(String(300), primary_key=True)  # "" for callbacks
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)

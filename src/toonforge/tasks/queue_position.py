@@ -6,14 +6,14 @@ queued task's `queueposition` is 1 + the number of queued tasks of runnable tool
 before it (tasks of tools no worker serves never run and are not counted; a task a worker
 hands back keeps its id, so its place).
 
-The start estimate shares the work in front of the task among the live workers (those
-seen within three presence intervals, see worker/presence.py): the remaining run time of
+The start estimate shares the work in front of the task among the live workers (the
+`workers` table's rows with a recent heartbeat, see tasks/workers.py): the remaining run time of
 the tasks being run now, plus the typical run time (tool_stats) of each queued task ahead,
 divided by the number of workers. It is unknown ("0") while no worker is live, or while a
 tool involved has no successful run on this server yet.
 
 Cost: one indexed count-by-tool over the queued tasks ahead (ix_tasks_claim: status, id),
-one over the running tasks, one over the presence rows, and tool_stats' per-tool query.
+one over the running tasks, one over the live worker rows, and tool_stats' per-tool query.
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from toonforge.tasks import lifecycle as lc
-from toonforge.tasks.models import Task, WorkerPresence
+from toonforge.tasks.models import Task, WorkerRecord
 from toonforge.tasks.store import now
 from toonforge.tasks.tool_stats import typical_seconds
+from toonforge.tasks.workers import STOPPED, live_window
 
 if TYPE_CHECKING:
     from toonforge.services import Services
-
-# A worker not seen for this many presence intervals is taken for gone.
-PRESENCE_MISSES = 3
 
 
 @dataclass(frozen=True)
@@ -43,11 +41,14 @@ class QueueSpot:
     estimated_start: float | None  # unix seconds; None: unknown
 
 
-def live_workers(session: Session, presence_seconds: float) -> int:
-    since = now() - PRESENCE_MISSES * presence_seconds
+def live_workers(session: Session, heartbeat_seconds: float) -> int:
+    """How many workers have sent a heartbeat within the live window and not stopped."""
+    since = now() - live_window(heartbeat_seconds)
     return (
         session.scalar(
-            select(func.count()).select_from(WorkerPresence).where(WorkerPresence.seen_at > since)
+            select(func.count())
+            .select_from(WorkerRecord)
+            .where(WorkerRecord.heartbeat_at >= since, WorkerRecord.status != STOPPED)
         )
         or 0
     )
@@ -59,7 +60,7 @@ def queue_spot(
     tool_key: str,
     *,
     runnable: Collection[str],
-    presence_seconds: float,
+    heartbeat_seconds: float,
 ) -> QueueSpot:
     """The place and estimated start of queued task `task_id` (of tool `tool_key`);
     `runnable`: the keys of the tools workers serve."""
@@ -71,7 +72,7 @@ def queue_spot(
         .group_by(Task.tool_key)
     ).all()
     position = 1 + sum(n for _, n in ahead)
-    workers = live_workers(session, presence_seconds)
+    workers = live_workers(session, heartbeat_seconds)
     if workers == 0:
         return QueueSpot(position, None)
     running = session.execute(
@@ -99,7 +100,7 @@ def queue_spot_of(services: Services, session: Session, task: Any) -> QueueSpot 
         task.id,
         task.tool_key,
         runnable=[m.key for m in services.catalog if m.engine_ready],
-        presence_seconds=services.settings.presence_seconds,
+        heartbeat_seconds=services.settings.heartbeat_seconds,
     )
 
 

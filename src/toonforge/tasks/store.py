@@ -19,6 +19,7 @@ from toonforge.tasks.ids import parse_id
 from toonforge.tasks.models import CallbackDelivery, Task, TaskEvent, TaskOutput
 from toonforge.tasks.notify import CALLBACKS, EVENTS, QUEUE, announce
 from toonforge.tasks.projects import ProjectInfo
+from toonforge.tasks.task_metrics import CANCELLED, record_task_end
 from toonforge.tasks.tokens import random_hex, random_token
 
 
@@ -128,6 +129,7 @@ def cancel_queued(session: Session, task: Task) -> bool:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     add_event(session, task.id, lc.CANCEL)
+    record_task_end(session, task, lc.CANCEL, t, outcome=CANCELLED)
     enqueue_callback(session, task)
     return True
 
@@ -285,6 +287,8 @@ def _set_status(session: Session, task: Task, status: str, message: Any = None) 
     if field:
         setattr(task, field, now())
     add_event(session, task.id, status, message)
+    if status in lc.TERMINAL:  # counted for /metrics in the same transaction
+        record_task_end(session, task, status, now())
 
 
 def advance(session: Session, task: Task, status: str, message: Any = None) -> None:

@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Callable
 
 from toonforge.devices import Placement
+from toonforge.ops.logging import log_context
 from toonforge.services import Services
 from toonforge.tasks.notify import QUEUE
 from toonforge.tasks.store import reap
 from toonforge.worker.batch import BatchRunner, claim_batch
-from toonforge.worker.presence import Presence
+from toonforge.worker.presence import WorkerPresence
 from toonforge.worker.previews import prune_previews
 from toonforge.worker.runner import Engine, TaskRunner
 
@@ -44,6 +45,8 @@ class Worker:
         self._last_reap = 0.0
         # Set when a task may have become claimable (a wake-up, see tasks/notify.py).
         self.wake = threading.Event()
+        # This worker's row in the `workers` table (heartbeat, tools, loaded parts).
+        self.presence = WorkerPresence(services, engine, self.worker_id)
 
     def tool_keys(self) -> list[str]:
         """The tools this worker claims: ready ones that the placement allows on its device."""
@@ -79,11 +82,20 @@ class Worker:
         if not claimed:
             return False
         ids = [task_id for task_id, _ in claimed]
-        log.info("task(s) %s (%s) claimed by %s", ids, claimed[0][1].tool_key, self.worker_id)
-        if len(claimed) == 1:
-            self.runner.run(*claimed[0])
-        else:
-            BatchRunner(self.runner).run(claimed)
+        first = claimed[0][1]
+        # Every line logged for this task (a batch: its first task) carries its task_id and
+        # project_id.
+        with log_context(task_id=ids[0], project_id=first.project_id):
+            log.info("task(s) %s (%s) claimed by %s", ids, first.tool_key, self.worker_id)
+            self.presence.task_id = ids[0]
+            try:
+                if len(claimed) == 1:
+                    self.runner.run(*claimed[0])
+                else:
+                    BatchRunner(self.runner).run(claimed)
+            finally:
+                self.presence.task_id = None
+                self.presence.after_task()
         return True
 
     def listen(self) -> None:
@@ -109,6 +121,7 @@ class Worker:
         """Claim and run tasks until `stopping` is set; `on_ready` is called once, before
         the first claim (`serve` restarts a worker that dies after that at once)."""
         self.listen()
+        self.presence.start()
         log.info(
             "worker %s on %s ready for: %s",
             self.worker_id,
@@ -117,10 +130,6 @@ class Worker:
         )
         if on_ready is not None:
             on_ready()
-        with Presence(self.services, self.worker_id):
-            self._loop()
-
-    def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 # Cleared before looking, so a task queued while we look wakes us again.
@@ -132,6 +141,7 @@ class Worker:
                 self.stopping.wait(1.0)
             if not worked:
                 self._idle(self.services.settings.worker_poll_seconds)
+        self.presence.stop()
 
 
 def install_signal_handlers(worker: Worker) -> None:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from toonforge.catalog import Manifest
 from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
+from toonforge.ops.logging import thread_target
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.db import DB_OUTAGE_ERRORS
@@ -46,6 +47,7 @@ class Begun(NamedTuple):
     params: dict[str, Any]
     tool_key: str
     kill_requested: bool
+    project_id: int = 0
 
 
 class TaskLost(Exception):
@@ -113,12 +115,18 @@ class TaskRunner:
         for status in (lc.PREPROCESS_START, lc.PREPROCESS_END, lc.ASSIGN):
             advance(session, task, status)
         manifest = self.services.catalog.by_key(task.tool_key)
-        return Begun(manifest, dict(task.parameters), task.tool_key, task.kill_requested)
+        return Begun(
+            manifest, dict(task.parameters), task.tool_key, task.kill_requested, task.project_id
+        )
 
     def run(self, task_id: int, begun: Begun) -> None:
         stop = threading.Event()
         heartbeat = threading.Thread(
-            target=self._heartbeat, args=(task_id, stop), name=f"heartbeat-{task_id}", daemon=True
+            # thread_target: the task's log fields follow it into this thread
+            target=thread_target(self._heartbeat),
+            args=(task_id, stop),
+            name=f"heartbeat-{task_id}",
+            daemon=True,
         )
         heartbeat.start()
         try:

@@ -1,5 +1,4 @@
-"""task_previews (WebSocket previews while sampling) and worker_presence (live workers, for
-the queue's start-time estimate)
+"""task_previews (WebSocket previews while sampling)
 
 Revision ID: 0007
 Revises: 0006
@@ -28,19 +27,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("task_id"),
     )
-    op.create_table(
-        "worker_presence",
-        sa.Column("worker_id", sa.String(length=128), nullable=False),
-        sa.Column("started_at", sa.Float(), nullable=False),
-        sa.Column("seen_at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("worker_id"),
-    )
-    op.create_index(
-        op.f("ix_worker_presence_seen_at"), "worker_presence", ["seen_at"], unique=False
-    )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_worker_presence_seen_at"), table_name="worker_presence")
-    op.drop_table("worker_presence")
     op.drop_table("task_previews")
