@@ -226,6 +226,7 @@ class BatchRunner:
                 continue
             if isinstance(outcome, GenerationResult):
                 share = images[k] / sum(images)
+                outcome.info["batch_size"] = len(ids)  # what /metrics' histogram counts
                 outcome.info["batch"] = {
                     "tasks": len(ids),
                     "images": sum(images),
