@@ -116,8 +116,11 @@ def fresh_postgres_database(admin_url: str, prefix: str = "toonforge_test") -> I
     """A new, empty database on the PostgreSQL server `admin_url` reaches, dropped at the
     end (its URL is yielded). Connection errors are the caller's to handle."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
 
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # No pool: the admin connection is closed between CREATE and DROP, so a session that keeps
+    # many databases until its end does not hold a connection for each of them.
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:

@@ -173,7 +173,8 @@ def test_ready_with_a_worker_and_metrics_follow_the_tasks(ops_app: InProcess) ->
         assert value(samples, "toonforge_task_duration_seconds_bucket", le="+Inf", **labels) == 2
         assert value(samples, "toonforge_tasks_ended_total", **labels) == 2
         assert value(samples, "toonforge_task_batch_size_count", tool=tool) == 2
-        assert value(samples, "toonforge_task_batch_size_bucket", tool=tool, le="1") == 2
+        # Queued together, the two may have run as one batch of 2 (or one after the other).
+        assert value(samples, "toonforge_task_batch_size_bucket", tool=tool, le="2") == 2
         assert value(samples, "toonforge_task_failures_total", tool=tool) == 0
 
         # The worker's row, as `toonforge models status` and other hosts see it.

@@ -37,16 +37,18 @@ from toonforge.engine.common import (
 from toonforge.engine.common import param as _param
 from toonforge.engine.context import EngineContext
 from toonforge.engine.contract import (
+    GeneratedFile,
     GenerationResult,
     ModelError,
     StepCallback,
     StopCheck,
     WeightsMissing,
 )
-from toonforge.engine.image_files import image_file, output_format
+from toonforge.engine.image_files import output_format
 from toonforge.engine.placement import current_placement, place_pipeline
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.preview import flux_preview
+from toonforge.engine.steps import decode_each, image_files, result, sample_seeds
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
 from toonforge.prompts import PromptError
 from toonforge.prompts.encoders import EncoderPrompts, split_encoder_prompt
@@ -417,38 +419,65 @@ def generate_flux(
     on_step: StepCallback,
     should_stop: StopCheck,
 ) -> GenerationResult:
+    """The steps: request, adapters, guidance, seeds, denoise, decode, files
+    (engine/steps.py)."""
     if not isinstance(req, _Request):
         req = _Request.from_params(req)
-    pipe = model.pipe
-    backend = manifest.backend
     started = time.monotonic()
-    notes: list[str] = []
-    active = activate(model, backend.loras)
+    active = activate(model, manifest.backend.loras)
+    guidance = _Guidance.of(manifest, req)
+    seeds, generators = sample_seeds(req.seed, req.samples)
+    latents = denoise_request(model, req, guidance, generators, on_step, should_stop)
+    with _model_errors(req):
+        images = decode_each(lambda z: _decode(model.pipe, z, req.height, req.width), latents)
+    files = output_files(req, images, seeds, manifest, model, active, guidance)
+    return result(files, run_info(req, model, seeds, active, guidance), started)
 
-    true_cfg = False
-    cfg_args: dict[str, Any] = {}
+
+@dataclass
+class _Guidance:
+    """How the request is guided: FLUX.1-dev's distilled guidance, plus true CFG with the
+    negative prompt when the manifest enables it (otherwise a negative prompt is noted and
+    ignored)."""
+
+    true_cfg: bool = False
     negative: EncoderPrompts | None = None
-    if req.negative_prompt.strip():
-        if backend.true_cfg:
-            true_cfg = True
-            negative = split_prompt("negativePrompt", req.negative_prompt)
-            cfg_args = {
-                "negative_prompt": negative.clip,
-                "negative_prompt_2": negative.t5,
-                "true_cfg_scale": backend.true_cfg_scale,
-            }
-        else:
-            notes.append(
-                "negativePrompt ignored: FLUX.1-dev is guidance-distilled and this tool's "
-                "manifest does not enable true CFG (backend.true_cfg is false)"
-            )
+    pipe_args: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
-    seeds = [req.seed + i for i in range(req.samples)]
-    # One CPU generator per sample: image i depends only on seed + i.
-    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    @classmethod
+    def of(cls, manifest: Manifest, req: _Request) -> _Guidance:
+        backend = manifest.backend
+        if not req.negative_prompt.strip():
+            return cls()
+        if not backend.true_cfg:
+            return cls(
+                notes=[
+                    "negativePrompt ignored: FLUX.1-dev is guidance-distilled and this tool's "
+                    "manifest does not enable true CFG (backend.true_cfg is false)"
+                ]
+            )
+        negative = split_prompt("negativePrompt", req.negative_prompt)
+        args = {
+            "negative_prompt": negative.clip,
+            "negative_prompt_2": negative.t5,
+            "true_cfg_scale": backend.true_cfg_scale,
+        }
+        return cls(True, negative, args)
+
+
+def denoise_request(
+    model: FluxModel,
+    req: _Request,
+    guidance: _Guidance,
+    generators: list[torch.Generator],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> torch.Tensor:
+    """The pipeline's own loop up to latents, with progress, previews and kill between steps."""
+    pipe = model.pipe
     preview = flux_preview(req.height, req.width, pipe.vae_scale_factor)
     step_end = PipelineSteps(on_step, should_stop, preview)
-
     with _model_errors(req):
         latents = pipe(
             prompt=req.prompts.clip,
@@ -462,18 +491,28 @@ def generate_flux(
             max_sequence_length=MAX_SEQUENCE_LENGTH,
             output_type="latent",
             callback_on_step_end=step_end,
-            **cfg_args,
+            **guidance.pipe_args,
         ).images
     step_end.raise_if_stopped()
     check_finite(latents, "after denoising")
-    with _model_errors(req):
-        images = [
-            _decode(pipe, latents[i : i + 1], req.height, req.width) for i in range(req.samples)
-        ]
+    return latents
 
-    files = []
+
+def output_files(
+    req: _Request,
+    images: list[Any],
+    seeds: list[int],
+    manifest: Manifest,
+    model: FluxModel,
+    active: list[dict[str, Any]],
+    guidance: _Guidance,
+) -> list[GeneratedFile]:
+    """One image per sample with its parameters (AUTOMATIC1111/Forge's FLUX notation)."""
+    backend = manifest.backend
     lora_text = ", ".join(f"{a['name']}:{a['weight']:g}" for a in active)
-    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+    true_cfg = guidance.true_cfg
+
+    def text_for(seed: int) -> dict[str, Any]:
         parameters = "\n".join(
             [req.prompt]
             + ([f"Negative prompt: {req.negative_prompt}"] if true_cfg else [])
@@ -484,7 +523,7 @@ def generate_flux(
                 f"Model: {manifest.key}, Lora: {lora_text}"
             ]
         )
-        text = {
+        return {
             "prompt": req.prompt,
             "prompt_t5": req.prompts.t5,
             "prompt_clip_l": req.prompts.clip,
@@ -497,7 +536,18 @@ def generate_flux(
             "parameters": parameters,
             "toonforge-tiny": "true" if model.tiny else None,
         }
-        files.append(image_file(i, image, text, req.output))
+
+    return image_files(images, seeds, text_for, req.output)
+
+
+def run_info(
+    req: _Request,
+    model: FluxModel,
+    seeds: list[int],
+    active: list[dict[str, Any]],
+    guidance: _Guidance,
+) -> dict[str, Any]:
+    """What the task's debugoutput records of the run."""
     info: dict[str, Any] = {
         **model.describe(),
         "seed": req.seed,
@@ -512,15 +562,17 @@ def generate_flux(
         "active_adapters": active,
         "resident_adapters": sorted(model.adapters),
         "true_cfg": (
-            {"scale": backend.true_cfg_scale, "negative": negative.describe()}
-            if true_cfg and negative is not None
+            {
+                "scale": guidance.pipe_args["true_cfg_scale"],
+                "negative": guidance.negative.describe(),
+            }
+            if guidance.true_cfg and guidance.negative is not None
             else False
         ),
-        "elapsed_seconds": round(time.monotonic() - started, 3),
     }
-    if notes:
-        info["notes"] = notes
-    return GenerationResult(files=files, info=info)
+    if guidance.notes:
+        info["notes"] = guidance.notes
+    return info
 
 
 def _model_errors(req: _Request) -> AbstractContextManager[None]:

@@ -28,7 +28,7 @@ from toonforge.engine.contract import (
     StepCallback,
     StopCheck,
 )
-from toonforge.engine.image_files import image_file, output_format
+from toonforge.engine.image_files import output_format
 from toonforge.engine.placement import place_pipeline
 from toonforge.engine.png import a1111_parameters
 from toonforge.engine.pool import module_bytes
@@ -40,6 +40,7 @@ from toonforge.engine.prompt_embeds import (
 )
 from toonforge.engine.schedulers import make_scheduler
 from toonforge.engine.sd_sampling import callback_errors, denoise
+from toonforge.engine.steps import decode_each, image_files, result, sample_seeds
 from toonforge.engine.weights import ResolvedWeights, resolve_weights
 
 logger = logging.getLogger("toonforge.engine")
@@ -191,50 +192,68 @@ def generate_sd15(
     on_step: StepCallback,
     should_stop: StopCheck,
 ) -> GenerationResult:
+    """The steps: request, prompt schedule, seeds, denoise, decode, files (engine/steps.py)."""
     req = _Request.from_params(params)
-    pipe = model.pipe
     started = time.monotonic()
-    device = model.device
-    scheduler = make_scheduler(req.scheduler, model.scheduler_config)
-    pipe.scheduler = scheduler  # what the pipeline object reports; the loop below uses it
+    schedule = prompt_schedule(model, req)
+    seeds, generators = sample_seeds(req.seed, req.samples)
+    with callback_errors(), _model_errors(req):
+        latents = denoise_request(model, req, schedule, generators, on_step, should_stop)
+        images = decode_each(lambda z: _decode(model.pipe, z), latents)
+    files = output_files(req, images, seeds, manifest, model.weights.tiny)
+    return result(files, {**run_info(req, model, seeds), **schedule.describe()}, started)
+
+
+def prompt_schedule(model: Sd15Model, req: _Request) -> PromptSchedule:
+    """The prompt and negative prompt, encoded per step (A1111 syntax, clip skip, textual
+    inversions)."""
+    pipe = model.pipe
     encoder = ClipEncoder(
         pipe.tokenizer,
         pipe.text_encoder,
         final_norm_layer(pipe.text_encoder, req.clip_skip),
         model.embedding_ids,
     )
-    schedule = PromptSchedule(
+    return PromptSchedule(
         lambda fragments: encode_fragments(encoder, fragments),
         req.prompt,
         req.negative_prompt,
         req.steps,
     )
-    seeds = [req.seed + i for i in range(req.samples)]
-    # One CPU generator per sample: image i depends only on seed + i, so it can be
-    # reproduced alone with samples=1, and CPU noise is the same on every device.
-    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    with callback_errors(), _model_errors(req):
-        scheduler.set_timesteps(req.steps, device=device)
-        scale = pipe.vae_scale_factor
-        shape = (req.samples, pipe.unet.config.in_channels, req.height // scale, req.width // scale)
-        latents = randn_tensor(shape, generator=generators, device=device, dtype=model.dtype)
-        latents = latents * scheduler.init_noise_sigma
-        latents = denoise(
-            pipe.unet,
-            scheduler,
-            latents,
-            scheduler.timesteps,
-            conditioning=schedule.at,
-            guidance=req.scale,
-            generators=generators,
-            on_step=on_step,
-            should_stop=should_stop,
-        )
-        # Decoded one sample at a time: the VAE at full resolution is SD1.5's memory peak.
-        images = [_decode(pipe, latents[i : i + 1]) for i in range(req.samples)]
 
-    files = output_files(req, images, seeds, manifest, model.weights.tiny)
-    info = {
+
+def denoise_request(
+    model: Sd15Model,
+    req: _Request,
+    schedule: PromptSchedule,
+    generators: list[torch.Generator],
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> torch.Tensor:
+    """Starting noise from each sample's generator, then the request's sampler."""
+    pipe, device = model.pipe, model.device
+    scheduler = make_scheduler(req.scheduler, model.scheduler_config)
+    pipe.scheduler = scheduler  # what the pipeline object reports; the loop below uses it
+    scheduler.set_timesteps(req.steps, device=device)
+    scale = pipe.vae_scale_factor
+    shape = (req.samples, pipe.unet.config.in_channels, req.height // scale, req.width // scale)
+    latents = randn_tensor(shape, generator=generators, device=device, dtype=model.dtype)
+    return denoise(
+        pipe.unet,
+        scheduler,
+        latents * scheduler.init_noise_sigma,
+        scheduler.timesteps,
+        conditioning=schedule.at,
+        guidance=req.scale,
+        generators=generators,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
+
+
+def run_info(req: _Request, model: Sd15Model, seeds: list[int]) -> dict[str, Any]:
+    """What the task's debugoutput records of the run (besides the prompt schedule)."""
+    return {
         **model.describe(),
         "seed": req.seed,
         "seeds": seeds,
@@ -245,10 +264,7 @@ def generate_sd15(
         "width": req.width,
         "height": req.height,
         "samples": req.samples,
-        **schedule.describe(),
-        "elapsed_seconds": round(time.monotonic() - started, 3),
     }
-    return GenerationResult(files=files, info=info)
 
 
 def output_files(
@@ -256,9 +272,9 @@ def output_files(
 ) -> list[GeneratedFile]:
     """The image outputs (PNG unless `outputFormat` says otherwise) with their generation
     parameters, one per sample, named 0.png ..."""
-    files = []
-    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
-        text = {
+
+    def text_for(seed: int) -> dict[str, Any]:
+        return {
             "prompt": req.prompt,
             "negative_prompt": req.negative_prompt,
             "seed": seed,
@@ -281,8 +297,8 @@ def output_files(
             ),
             "toonforge-tiny": "true" if tiny else None,
         }
-        files.append(image_file(i, image, text, req.output))
-    return files
+
+    return image_files(images, seeds, text_for, req.output)
 
 
 def _model_errors(req: _Request) -> AbstractContextManager[None]:

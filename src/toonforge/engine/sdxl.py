@@ -41,7 +41,7 @@ from toonforge.engine.contract import (
     StepCallback,
     StopCheck,
 )
-from toonforge.engine.image_files import image_file, output_format
+from toonforge.engine.image_files import output_format
 from toonforge.engine.placement import place_pipeline
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.preview import SDXL as SDXL_PREVIEW
@@ -55,6 +55,7 @@ from toonforge.engine.prompt_embeds import (
 )
 from toonforge.engine.schedulers import make_scheduler
 from toonforge.engine.sd_sampling import AddedCond, callback_errors, denoise
+from toonforge.engine.steps import decode_each, image_files, result, sample_seeds
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
 from toonforge.prompts import parse_attention
 from toonforge.settings import Settings
@@ -526,8 +527,7 @@ def generate_sdxl(
     # Prompt editing counts steps over the whole run: the base's, then the refiner's.
     te1, te2 = _base_encoders(model)
     schedule = PromptSchedule(_joint(te1, te2), req.prompt, req.negative_prompt, total)
-    seeds = [req.seed + i for i in range(req.samples)]
-    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    seeds, generators = sample_seeds(req.seed, req.samples)
     device, dtype = model.device, model.dtype
     size = torch.tensor([[req.height, req.width]], dtype=dtype, device=device)
     crops = torch.zeros((1, 2), dtype=dtype, device=device)
@@ -583,15 +583,10 @@ def generate_sdxl(
             )
     base_run, refiner_run = base_count, refiner_count if run_refiner else 0
     with _model_errors(req):
-        images = [_decode(base, latents[i : i + 1]) for i in range(req.samples)]
-
+        images = decode_each(lambda z: _decode(base, z), latents)
     files = output_files(req, images, seeds, model, manifest)
-    info = {
-        **run_info(req, model, seeds, base_run, refiner_run),
-        **schedule.describe(),
-        "elapsed_seconds": round(time.monotonic() - started, 3),
-    }
-    return GenerationResult(files=files, info=info)
+    info = {**run_info(req, model, seeds, base_run, refiner_run), **schedule.describe()}
+    return result(files, info, started)
 
 
 def output_files(
@@ -599,9 +594,9 @@ def output_files(
 ) -> list[GeneratedFile]:
     """The image outputs (PNG unless `outputFormat` says otherwise) with their generation
     parameters, one per sample, named 0.png ..."""
-    files = []
-    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
-        text = {
+
+    def text_for(seed: int) -> dict[str, Any]:
+        return {
             "prompt": req.prompt,
             "negative_prompt": req.negative_prompt,
             "seed": seed,
@@ -616,8 +611,8 @@ def output_files(
             "parameters": _parameters_text(req, model, manifest, seed),
             "toonforge-tiny": "true" if model.weights.tiny else None,
         }
-        files.append(image_file(i, image, text, req.output))
-    return files
+
+    return image_files(images, seeds, text_for, req.output)
 
 
 def run_info(

@@ -150,7 +150,7 @@ class TaskRunner:
                 log.exception("heartbeat for task %s failed", task_id)
 
     def _run(self, task_id: int, begun: Begun) -> None:
-        manifest, params, tool_key, killed = begun
+        manifest, params, tool_key, killed = begun[:4]
         if manifest is None:
             self._fail(task_id, f"tool {tool_key} is not in this worker's catalog")
             return
