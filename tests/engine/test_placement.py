@@ -94,3 +94,15 @@ def test_a_gguf_q8_0_flux_transformer_runs_end_to_end(tiny_settings: Settings) -
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     psnr = 10 * np.log10(255.0**2 / max(mse, 1e-12))
     assert psnr > 30, f"PSNR {psnr:.1f} dB"
+
+
+def test_a_gpu_pool_leaves_room_for_the_largest_activation_peak() -> None:
+    from toonforge.engine.runtime import device_pool_budget
+
+    gb = 1024**3
+    # 24 GB card, largest default request needs 4.5 GB of activations: 19.5 GB of parts.
+    assert device_pool_budget(64 * gb, 24 * gb, [1.0, 4.5, 2.0]) == int(19.5 * gb)
+    # The setting stays a ceiling.
+    assert device_pool_budget(16 * gb, 80 * gb, [4.5]) == 16 * gb
+    # Nothing planned: the whole device (up to the setting).
+    assert device_pool_budget(16 * gb, 12 * gb, []) == 12 * gb

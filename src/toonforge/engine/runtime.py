@@ -28,6 +28,7 @@ from toonforge.engine.family import Family
 from toonforge.engine.family import batch_family as batch_family_for
 from toonforge.engine.family import family as family_for
 from toonforge.engine.placement import Placement, placing
+from toonforge.engine.plan.estimate import GB
 from toonforge.engine.plan.on_device import overrides, plan_on_device
 from toonforge.engine.plan.planner import Plan
 from toonforge.engine.pool import PipelinePool
@@ -76,6 +77,8 @@ class EngineRuntime:
             torch.cuda.set_device(self.device)
         self.dtype = select_dtype(settings.dtype, self.device)
         budget = int(settings.model_memory_budget_gb * 1024**3)
+        if self.device.type == "cuda":
+            budget = self._device_budget(budget)
         self.pool = PipelinePool(budget, on_evict=lambda key, _: logger.info("unloading %s", key))
         self.ctx = EngineContext(settings, self.device, self.dtype, self.pool, self._release)
         # Parts hold per-call state (scheduler, active adapters): one request at a time.
@@ -185,6 +188,29 @@ class EngineRuntime:
         except ValueError as exc:
             raise ModelError(str(exc)) from exc
 
+    def _device_budget(self, setting: int) -> int:
+        """On a GPU the memory plans drive the pool: it keeps parts up to the device's memory
+        less the largest activation peak of a tool's default request, never more than
+        TOONFORGE_MODEL_MEMORY_BUDGET_GB."""
+        from toonforge.catalog import load_catalog
+        from toonforge.engine.plan.on_device import detect_device
+
+        try:
+            device = detect_device(self.settings, self.device)
+            peaks = [
+                plan.peak_gb - plan.weights_gb
+                for m in load_catalog(self.settings.extra_tools_dirs)
+                if m.engine_ready
+                for plan in [plan_on_device(m, self.settings, self.device)]
+                if plan.fits
+            ]
+        except (KeyError, ValueError, OSError, RuntimeError) as exc:
+            logger.warning("no device budget from the memory plans (%s)", exc)
+            return setting
+        budget = device_pool_budget(setting, device.memory_bytes, peaks)
+        logger.info("parts kept on %s up to %.1f GB (memory plans)", self.device, budget / GB)
+        return budget
+
     def placement(self, manifest: Manifest) -> tuple[Plan | None, Placement]:
         """The memory plan for this tool on this worker's device (computed once per tool),
         and what of it is applied (see engine/placement.py)."""
@@ -257,6 +283,13 @@ class EngineRuntime:
             self._published = text
         except OSError as exc:  # status is informative; never fail a task for it
             logger.warning("could not publish loaded models: %s", exc)
+
+
+def device_pool_budget(setting_bytes: int, device_bytes: int, activation_gb: list[float]) -> int:
+    """Bytes of loaded parts a GPU worker keeps: the device's memory less the largest
+    activation peak (GB) any tool's default request needs, at most the setting."""
+    headroom = int(max(activation_gb, default=0.0) * GB)
+    return max(0, min(setting_bytes, device_bytes - headroom))
 
 
 def _plan_info(plan: Plan | None, placement: Placement) -> dict[str, Any]:
