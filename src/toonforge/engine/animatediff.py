@@ -49,6 +49,7 @@ from toonforge.engine.pool import module_bytes
 from toonforge.engine.preview import ANIMATEDIFF as ANIMATEDIFF_PREVIEW
 from toonforge.engine.prompt_embeds import encode_prompts
 from toonforge.engine.sd15 import Sd15Model, load_sd15
+from toonforge.engine.steps import result
 from toonforge.engine.weights import (
     SD15_CONFIG_REPO,
     ResolvedWeights,
@@ -395,21 +396,57 @@ def generate_video(
     on_step: StepCallback,
     should_stop: StopCheck,
 ) -> GenerationResult:
+    """The steps: request, motion LoRA, prompts, denoise, decode, MP4 (engine/steps.py)."""
     req = _Request.from_params(params, model)
-    pipe = model.pipe
     started = time.monotonic()
-    pipe.scheduler = make_scheduler(model.scheduler_config)
+    model.pipe.scheduler = make_scheduler(model.scheduler_config)
     lora_loaded_now = model.use_lora(req.lora)
-    adapter = model.adapters[req.lora]
+    embeds = encode_request_prompts(model, req)
+    latents = denoise_request(model, req, embeds, on_step, should_stop)
+    frames = decode_frames(model, req, latents)
+    if should_stop():
+        raise GenerationInterrupted("generation was stopped before encoding")
+    video = GeneratedFile("0.mp4", encode_mp4(frames, FPS), "video/mp4")
+    info = {
+        **describe(model, base_label),
+        "seed": req.seed,
+        "loraType": req.lora,
+        "motion_lora": model.adapters[req.lora],
+        "motion_lora_loaded_now": lora_loaded_now,
+        "scheduler": "DDIMScheduler",
+        "guidance_scale": GUIDANCE_SCALE,
+        "steps": req.steps,
+        "frameNumber": req.frames,
+        "fps": FPS,
+        "width": req.width,
+        "height": req.height,
+        "prompt_chunks": embeds.chunks,
+    }
+    return result([video], info, started)
+
+
+def encode_request_prompts(model: MotionModel, req: _Request) -> Any:
+    """The prompt and negative prompt through the base's CLIP (A1111 syntax, 77-token chunks)."""
+    pipe = model.pipe
     try:
-        embeds = encode_prompts(
+        return encode_prompts(
             pipe.tokenizer, pipe.text_encoder, req.prompt, req.negative_prompt, 1, {}
         )
     except ValueError as exc:  # PromptError: a prompt AUTOMATIC1111 itself cannot run
         raise ModelError(f"prompt: {exc}") from exc
+
+
+def denoise_request(
+    model: MotionModel,
+    req: _Request,
+    embeds: Any,
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> torch.Tensor:
+    """All frames denoised together from one seed, with progress, previews and kill."""
+    pipe = model.pipe
     generator = torch.Generator("cpu").manual_seed(req.seed)
     step_end = PipelineSteps(on_step, should_stop, ANIMATEDIFF_PREVIEW)
-
     dtype = model.base.dtype
     with _model_errors(req):
         latents = pipe(
@@ -426,29 +463,15 @@ def generate_video(
         ).frames
     step_end.raise_if_stopped()
     check_finite(latents, "after denoising")
+    return latents
+
+
+def decode_frames(model: MotionModel, req: _Request, latents: torch.Tensor) -> np.ndarray:
+    """The frames as [F, H, W, 3] floats, decoded DECODE_CHUNK frames at a time."""
+    pipe = model.pipe
     with _model_errors(req), torch.no_grad():
         video = pipe.decode_latents(latents, decode_chunk_size=DECODE_CHUNK)
-        frames = pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
-    if should_stop():
-        raise GenerationInterrupted("generation was stopped before encoding")
-    data = encode_mp4(frames, FPS)
-    info = {
-        **describe(model, base_label),
-        "seed": req.seed,
-        "loraType": req.lora,
-        "motion_lora": adapter,
-        "motion_lora_loaded_now": lora_loaded_now,
-        "scheduler": "DDIMScheduler",
-        "guidance_scale": GUIDANCE_SCALE,
-        "steps": req.steps,
-        "frameNumber": req.frames,
-        "fps": FPS,
-        "width": req.width,
-        "height": req.height,
-        "prompt_chunks": embeds.chunks,
-        "elapsed_seconds": round(time.monotonic() - started, 3),
-    }
-    return GenerationResult(files=[GeneratedFile("0.mp4", data, "video/mp4")], info=info)
+        return pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
 
 
 def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
