@@ -557,29 +557,16 @@ def generate_sdxl(
         )
         if run_refiner:
             assert refiner is not None
-            rschedule = PromptSchedule(_joint(None, te2), req.prompt, req.negative_prompt, total)
-            rscheduler = refiner.scheduler
-            rscheduler.set_timesteps(req.steps_refiner, device=device)
-            t_start = len(rscheduler.timesteps) - refiner_count
-            if hasattr(rscheduler, "set_begin_index"):
-                rscheduler.set_begin_index(t_start)
-            pos_ids = torch.tensor([[req.height, req.width, 0, 0, AESTHETIC]], dtype=dtype)
-            neg_ids = torch.tensor([[req.height, req.width, 0, 0, NEGATIVE_AESTHETIC]], dtype=dtype)
-            conditioning = _zero_negative(rschedule, refiner, req.negative_prompt)
-            latents = denoise(
-                refiner.unet,
-                rscheduler,
+            latents = refine(
+                refiner,
+                te2,
+                req,
                 latents,
-                rscheduler.timesteps[t_start:],
-                conditioning=lambda i: conditioning(base_count + i),
-                guidance=req.scale,
-                generators=generators,
+                generators,
+                base_count=base_count,
+                refiner_count=refiner_count,
                 on_step=on_step,
                 should_stop=should_stop,
-                added_cond=_added_cond(neg_ids.to(device), pos_ids.to(device)),
-                step_offset=base_count,
-                total_steps=total,
-                preview=SDXL_PREVIEW,
             )
     base_run, refiner_run = base_count, refiner_count if run_refiner else 0
     with _model_errors(req):
@@ -587,6 +574,48 @@ def generate_sdxl(
     files = output_files(req, images, seeds, model, manifest)
     info = {**run_info(req, model, seeds, base_run, refiner_run), **schedule.describe()}
     return result(files, info, started)
+
+
+def refine(
+    refiner: Any,
+    te2: Any,
+    req: _Request,
+    latents: torch.Tensor,
+    generators: list[torch.Generator],
+    *,
+    base_count: int,
+    refiner_count: int,
+    on_step: StepCallback,
+    should_stop: StopCheck,
+) -> torch.Tensor:
+    """The refiner's share of the steps, from the base's latents (its own schedule, its own
+    aesthetic-score conditioning; prompt editing goes on counting over the whole run)."""
+    total = base_count + refiner_count
+    device, dtype = latents.device, latents.dtype
+    rschedule = PromptSchedule(_joint(None, te2), req.prompt, req.negative_prompt, total)
+    rscheduler = refiner.scheduler
+    rscheduler.set_timesteps(req.steps_refiner, device=device)
+    t_start = len(rscheduler.timesteps) - refiner_count
+    if hasattr(rscheduler, "set_begin_index"):
+        rscheduler.set_begin_index(t_start)
+    pos_ids = torch.tensor([[req.height, req.width, 0, 0, AESTHETIC]], dtype=dtype)
+    neg_ids = torch.tensor([[req.height, req.width, 0, 0, NEGATIVE_AESTHETIC]], dtype=dtype)
+    conditioning = _zero_negative(rschedule, refiner, req.negative_prompt)
+    return denoise(
+        refiner.unet,
+        rscheduler,
+        latents,
+        rscheduler.timesteps[t_start:],
+        conditioning=lambda i: conditioning(base_count + i),
+        guidance=req.scale,
+        generators=generators,
+        on_step=on_step,
+        should_stop=should_stop,
+        added_cond=_added_cond(neg_ids.to(device), pos_ids.to(device)),
+        step_offset=base_count,
+        total_steps=total,
+        preview=SDXL_PREVIEW,
+    )
 
 
 def output_files(
