@@ -86,7 +86,13 @@ class Worker:
         # Every line logged for this task (a batch: its first task) carries its task_id and
         # project_id.
         with log_context(task_id=ids[0], project_id=first.project_id):
-            log.info("task(s) %s (%s) claimed by %s", ids, first.tool_key, self.worker_id)
+            if len(ids) == 1:
+                log.info("task %s (%s) claimed by %s", ids[0], first.tool_key, self.worker_id)
+            else:
+                which = ", ".join(map(str, ids))
+                log.info(
+                    "tasks %s (%s) claimed together by %s", which, first.tool_key, self.worker_id
+                )
             self.presence.task_id = ids[0]
             try:
                 if len(claimed) == 1:
