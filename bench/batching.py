@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from websockets.sync.client import connect
 
+import overhead  # bench/overhead.py, beside this script
 from support import Client, Server, create_keys
 
 TOOL = "futurist/CartoonMix%20v1.0"
@@ -42,22 +43,11 @@ def prompts(n: int) -> list[str]:
 
 
 def direct_pipeline(tiny_dir: Path):  # type: ignore[no-untyped-def]
+    """bench/overhead.py's pipeline on the tiny CartoonMix, with this bench's scheduler."""
     import diffusers
-    import torch
-    from diffusers import StableDiffusionPipeline
 
-    from toonforge.engine.tiny.sd15 import ensure_tiny_sd15
-
-    paths = ensure_tiny_sd15(tiny_dir)
-    pipe = StableDiffusionPipeline.from_single_file(
-        str(paths.checkpoint),
-        config=str(paths.config_dir),
-        local_files_only=True,
-        safety_checker=None,
-        requires_safety_checker=False,
-    )
+    pipe, torch = overhead.direct_pipeline(tiny_dir)
     pipe.scheduler = getattr(diffusers, SCHEDULER).from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
     return pipe, torch
 
 

@@ -35,7 +35,7 @@ SORTS = {
 }
 TYPES = ("model",)
 MAX_LIMIT = 100
-STATUSES = (*lc.ORDER, lc.ERROR, lc.ERROR_FULL, lc.CANCEL)
+STATUSES = lc.ALL
 
 
 def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -7,23 +7,10 @@ from collections.abc import Callable
 
 from toonforge.cli.client_args import add_connection, connect, describe, print_json, warn
 from toonforge.client import ApiError, Client, Task
+from toonforge.tasks import lifecycle as lc
 
-STATUSES = (
-    "task_queue",
-    "task_accept",
-    "task_preprocess_start",
-    "task_preprocess_end",
-    "task_assign",
-    "task_start",
-    "task_output",
-    "task_output_full",
-    "task_end",
-    "task_postprocess_start",
-    "task_postprocess_end",
-    "task_error",
-    "task_error_full",
-    "task_cancel",
-)
+# The lifecycle module is plain constants: no server code comes with it.
+STATUSES = lc.ALL
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -33,6 +33,7 @@ from toonforge.engine.contract import GenerationInterrupted, ModelError
 from toonforge.engine.prompt_embeds import EncodedText, Fragments
 from toonforge.engine.rowwise import rowwise_embeddings
 from toonforge.engine.sd_sampling import StepCallbackFailed
+from toonforge.engine.steps import sample_seeds
 
 # For SDXL: (conditioning, rows, uses the unconditional pass) -> the UNet's added_cond_kwargs
 # for this member's rows, in the member's context order.
@@ -77,6 +78,18 @@ class MemberResult:
     index: int
     latents: torch.Tensor | None = None  # the final latents; None when it left early
     error: Exception | None = None  # GenerationInterrupted or ModelError
+
+
+class BatchTask:
+    """One task of a batch: its request, prompt schedule and per-sample seeds, seeded
+    exactly as the lone path seeds them (engine/steps.py), so its bytes do not depend on
+    the batch."""
+
+    def __init__(self, index: int, req: Any, schedule: Any) -> None:
+        self.index = index
+        self.req = req
+        self.schedule = schedule
+        self.seeds, self.generators = sample_seeds(req.seed, req.samples)
 
 
 def denoise_batch(

@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import Member, denoise_batch, shared_encodings
+from toonforge.engine.batching import BatchTask, Member, denoise_batch, shared_encodings
 from toonforge.engine.common import model_errors
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
@@ -29,8 +28,9 @@ from toonforge.engine.prompt_embeds import (
     final_norm_layer,
 )
 from toonforge.engine.schedulers import make_scheduler
-from toonforge.engine.sd15 import Sd15Model, _decode, _Request, model_for, output_files
+from toonforge.engine.sd15 import Sd15Model, _decode, _Request, model_for, output_files, run_info
 from toonforge.engine.sd_sampling import callback_errors
+from toonforge.engine.steps import decode_each
 
 # What each task of a batch ends with: its result, or the error that ended it
 # (GenerationInterrupted when it was stopped, ModelError when its inputs or run failed).
@@ -50,16 +50,6 @@ def generate_batch(
     return generate_sd15_batch(model, manifest, params_list, on_step, should_stop)
 
 
-class _Task:
-    def __init__(self, index: int, req: _Request, schedule: PromptSchedule) -> None:
-        self.index = index
-        self.req = req
-        self.schedule = schedule
-        self.seeds = [req.seed + i for i in range(req.samples)]
-        # As in the lone path: one CPU generator per sample (image i depends on seed + i only).
-        self.generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
-
-
 def generate_sd15_batch(
     model: Sd15Model,
     manifest: Manifest,
@@ -72,7 +62,7 @@ def generate_sd15_batch(
     started = time.monotonic()
     pipe = model.pipe
     outcomes: list[Outcome | None] = [None] * len(params_list)
-    tasks: list[_Task] = []
+    tasks: list[BatchTask] = []
     encoders: dict[int, Callable[[Fragments], EncodedText]] = {}  # by clip skip
     for index, params in enumerate(params_list):
         try:
@@ -95,7 +85,7 @@ def generate_sd15_batch(
                 req.negative_prompt,
                 req.steps,
             )
-            tasks.append(_Task(index, req, schedule))
+            tasks.append(BatchTask(index, req, schedule))
         except ModelError as exc:
             outcomes[index] = exc
     if not tasks:
@@ -133,9 +123,10 @@ def generate_sd15_batch(
             if result.latents is None:
                 outcomes[t.index] = result.error or ModelError("no output")
                 continue
-            images = [_decode(pipe, result.latents[i : i + 1]) for i in range(t.req.samples)]
+            images = decode_each(lambda z: _decode(pipe, z), result.latents)
             files = output_files(t.req, images, t.seeds, manifest, model.weights.tiny)
-            outcomes[t.index] = GenerationResult(files=files, info=_info(model, t))
+            info = {**run_info(t.req, model, t.seeds), **t.schedule.describe()}
+            outcomes[t.index] = GenerationResult(files=files, info=info)
     elapsed = round(time.monotonic() - started, 3)
     for o in outcomes:
         if isinstance(o, GenerationResult):
@@ -145,20 +136,3 @@ def generate_sd15_batch(
 
 def _shared(req: _Request) -> tuple[Any, ...]:
     return tuple(getattr(req, name) for name in SHARED)
-
-
-def _info(model: Sd15Model, t: _Task) -> dict[str, Any]:
-    req = t.req
-    return {
-        **model.describe(),
-        "seed": req.seed,
-        "seeds": t.seeds,
-        "scheduler": req.scheduler,
-        "steps": req.steps,
-        "scale": req.scale,
-        "clipSkip": req.clip_skip,
-        "width": req.width,
-        "height": req.height,
-        "samples": req.samples,
-        **t.schedule.describe(),
-    }

@@ -16,7 +16,13 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import Member, MemberAddedCond, denoise_batch, shared_encodings
+from toonforge.engine.batching import (
+    BatchTask,
+    Member,
+    MemberAddedCond,
+    denoise_batch,
+    shared_encodings,
+)
 from toonforge.engine.common import model_errors
 from toonforge.engine.conditioning import PromptSchedule, StepConditioning
 from toonforge.engine.context import EngineContext
@@ -38,6 +44,7 @@ from toonforge.engine.sdxl import (
     plan_steps,
     run_info,
 )
+from toonforge.engine.steps import decode_each
 
 Outcome = GenerationResult | Exception
 SHARED = (
@@ -72,15 +79,6 @@ def _member_added(added: AddedCond) -> MemberAddedCond:
         return out if use_uncond else {k: v[rows:] for k, v in out.items()}
 
     return for_member
-
-
-class _Task:
-    def __init__(self, index: int, req: _Request, schedule: PromptSchedule) -> None:
-        self.index = index
-        self.req = req
-        self.schedule = schedule
-        self.seeds = [req.seed + i for i in range(req.samples)]
-        self.generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
 
 
 def generate_sdxl_batch(
@@ -121,11 +119,11 @@ def generate_sdxl_batch(
     total = base_count + (refiner_count if run_refiner else 0)
     te1, te2 = _base_encoders(model)
     joint = shared_encodings(_joint(te1, te2))
-    tasks: list[_Task] = []
+    tasks: list[BatchTask] = []
     for index, req in reqs:
         try:
             schedule = PromptSchedule(joint, req.prompt, req.negative_prompt, total)
-            tasks.append(_Task(index, req, schedule))
+            tasks.append(BatchTask(index, req, schedule))
         except ModelError as exc:
             outcomes[index] = exc
     device, dtype = model.device, model.dtype
@@ -176,7 +174,7 @@ def generate_sdxl_batch(
             if result.latents is None:
                 outcomes[t.index] = result.error or ModelError("no output")
                 continue
-            images = [_decode(base, result.latents[i : i + 1]) for i in range(t.req.samples)]
+            images = decode_each(lambda z: _decode(base, z), result.latents)
             files = output_files(t.req, images, t.seeds, model, manifest)
             info = {
                 **run_info(t.req, model, t.seeds, base_count, refiner_count if run_refiner else 0),
@@ -194,7 +192,7 @@ def _refine(
     refiner: Any,
     te2: Any,
     model: SdxlModel,
-    tasks: list[_Task],
+    tasks: list[BatchTask],
     results: list[Any],
     counts: tuple[int, int],
     on_step: Callable[[int, int], None],

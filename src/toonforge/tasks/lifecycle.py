@@ -30,6 +30,8 @@ ORDER = (
     POSTPROCESS_START,
     POSTPROCESS_END,
 )
+# Every status a task can show (Task/List's and `toonforge tasks list`'s status filter).
+ALL = (*ORDER, ERROR, ERROR_FULL, CANCEL)
 TERMINAL = frozenset({POSTPROCESS_END, CANCEL})
 # Statuses of a task that a worker holds (it may be killed, its lease may expire).
 RUNNING = frozenset(s for s in ORDER if s not in (QUEUE, POSTPROCESS_END)) | {ERROR, ERROR_FULL}

@@ -43,20 +43,24 @@ class Worker:
         self.stopping = threading.Event()
         self.runner = TaskRunner(services, engine, self.worker_id, shutdown=self.stopping)
         self._last_reap = 0.0
+        self._tool_keys: list[str] | None = None
         # Set when a task may have become claimable (a wake-up, see tasks/notify.py).
         self.wake = threading.Event()
         # This worker's row in the `workers` table (heartbeat, tools, loaded parts).
         self.presence = WorkerPresence(services, engine, self.worker_id)
 
     def tool_keys(self) -> list[str]:
-        """The tools this worker claims: ready ones that the placement allows on its device."""
-        placement = Placement.parse(self.services.settings.tool_devices)
-        device = getattr(self.engine, "device_name", "")
-        return [
-            m.key
-            for m in self.services.catalog
-            if m.engine_ready and placement.allows(m.key, device)
-        ]
+        """The tools this worker claims: ready ones that the placement allows on its device
+        (worked out once: the catalog and the device do not change while it runs)."""
+        if self._tool_keys is None:
+            placement = Placement.parse(self.services.settings.tool_devices)
+            device = getattr(self.engine, "device_name", "")
+            self._tool_keys = [
+                m.key
+                for m in self.services.catalog
+                if m.engine_ready and placement.allows(m.key, device)
+            ]
+        return self._tool_keys
 
     def loaded_tools(self) -> list[str]:
         """Tools whose parts this worker holds (model affinity prefers their tasks)."""
