@@ -34,7 +34,12 @@ from support import Client, Server, create_keys
 
 TOOL = "futurist/CartoonMix%20v1.0"
 SUBJECTS = ["cat", "dog", "fox", "owl", "frog", "bear", "duck", "robot", "whale", "horse"]
-NEGATIVE = "bad-hands-5 EasyNegativeV2 ng_deepnegative_v1_75t"
+# A negative prompt both sides encode alike (77 tokens): the page's default one names three
+# textual-inversion embeddings (ng_deepnegative_v1_75t alone is 75 vectors) that toonforge
+# loads and encodes A1111-style as a 154-token context, while a bare diffusers pipeline has
+# neither the embeddings nor prompts past 77 tokens, so its call would do less work and make
+# other images. With this one both make the same 8 images (checked at the end of the run).
+NEGATIVE = "blurry, lowres, bad anatomy"
 SCHEDULER = "EulerDiscreteScheduler"
 
 

@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     # scheduler, guidance ...; prompts and seeds may differ) are claimed together, up to this
     # many images per run (1: batching off). See README "Batching".
     max_batch: int = Field(default=8, ge=1)
-    # How long a worker that claimed a batchable task waits for more to arrive (a burst fills
-    # a batch); a lone task never waits longer than this.
+    # How long a worker that claimed a batchable task waits for the next one to arrive,
+    # restarted at each arrival (a burst fills a batch); a lone task never waits longer.
     batch_wait_ms: float = Field(default=50.0, ge=0)
     # WebSocket previews while sampling: while a subscriber asked for them, the worker makes
     # one every this many steps (each costs a latent-to-RGB map and a small WebP encode).

@@ -1,8 +1,9 @@
 """Cross-task batching, worker side: claim a task with its companions and run them as one.
 
 `claim_batch` claims the oldest task as before; when it has a batch key (toonforge.catalog.
-batch_key) it also claims queued tasks with the same key, and waits up to `batch_wait_ms` for
-a burst to fill the batch (`max_batch` images); a lone task never waits longer than that.
+batch_key) it also claims queued tasks with the same key, and waits for a burst to fill the
+batch (`max_batch` images) while its tasks keep arriving less than `batch_wait_ms` apart; a
+lone task never waits longer than `batch_wait_ms`.
 
 `BatchRunner` runs two or more such tasks through the engine's `generate_batch`: each keeps
 its own lifecycle (statuses, progress events, outputs, debugoutput, callback). A Kill takes its
@@ -28,7 +29,8 @@ from toonforge.tasks.batch_claim import claim_companions, task_images
 from toonforge.tasks.db import DB_OUTAGE_ERRORS
 from toonforge.tasks.store import advance, claim, held_by
 from toonforge.worker.progress import ProgressMeter
-from toonforge.worker.runner import Begun, TaskLost, TaskRunner
+from toonforge.worker.progress_writer import ProgressWriter
+from toonforge.worker.runner import Begun, Finished, TaskLost, TaskRunner
 
 log = logging.getLogger("toonforge.worker")
 
@@ -85,8 +87,12 @@ def claim_batch(
     images = sum(task_images(t.parameters) for t in group)
     if not task.batch_key or images >= settings.max_batch:
         return claimed
-    # The gather window: a burst of Runs arrives over some milliseconds.
-    deadline = time.monotonic() + settings.batch_wait_ms / 1000
+    # The gather window: a burst of Runs arrives over some milliseconds, one Run after
+    # another. The window restarts at each arrival, so a burst whose Runs come less than
+    # `batch_wait_ms` apart fills the batch; a lone task waits `batch_wait_ms` once, and a
+    # batch gathers for at most `max_batch` windows.
+    window = settings.batch_wait_ms / 1000
+    deadline = time.monotonic() + window
     while images < settings.max_batch and not runner.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not wake.wait(remaining):
@@ -102,6 +108,8 @@ def claim_batch(
             )
             claimed += [(t.id, runner.begin(session, t)) for t in more]
             session.commit()
+        if more:
+            deadline = time.monotonic() + window
         images += sum(task_images(t.parameters) for t in more)
     return claimed
 
@@ -165,19 +173,17 @@ class BatchRunner:
             for task_id, _ in live:
                 self._each(task_id, r._release)
             return
-        started: list[tuple[int, Begun]] = []
-        for task_id, begun in live:
-            try:
-                if r._advance(task_id, lc.START):
-                    r._cancel(task_id)
-                else:
-                    started.append((task_id, begun))
-            except TaskLost:
-                log.warning("task %s: lease lost before its start", task_id)
+        # One transaction starts them all; a task killed meanwhile ends here.
+        begun_of = dict(live)
+        kills = r._tx_many(list(begun_of), _start)
+        for task_id, killed in kills.items():
+            if killed:
+                self._each(task_id, r._cancel)
+        started = [(t, begun_of[t]) for t in begun_of if t in kills and not kills[t]]
         if started:
             self._generate(manifest, info, started)
 
-    def _generate(self, manifest: Any, info: dict[str, Any], started: Claimed) -> None:
+    def _generate(self, manifest: Manifest, info: dict[str, Any], started: Claimed) -> None:
         r = self.runner
         ids = [task_id for task_id, _ in started]
         running = set(ids)  # tasks still in the run: progress is written for these
@@ -185,21 +191,33 @@ class BatchRunner:
         lost: set[int] = set()
         meter = ProgressMeter()
 
-        def on_step(step: int, total: int) -> None:
-            message = meter.message(step, total)
+        def write(steps: list[tuple[dict[str, Any], list[int]]]) -> None:
+            """Beside the loop (toonforge.worker.progress_writer): each posted step's event
+            for the tasks that were in the run at that step, and their kill flags."""
             try:
                 with self.services.sessions() as session:
-                    for task_id in sorted(running):
+                    tasks = {}
+                    for task_id in sorted({t for _, in_run in steps for t in in_run}):
                         task = held_by(session, task_id, r.worker_id)
                         if task is None:
                             lost.add(task_id)
-                            continue
-                        advance(session, task, lc.OUTPUT, message)
-                        if task.kill_requested:
-                            killed.add(task_id)
+                        else:
+                            tasks[task_id] = task
+                    for message, in_run in steps:
+                        for task_id in in_run:
+                            if task_id in tasks:
+                                advance(session, tasks[task_id], lc.OUTPUT, message)
+                    killed.update(t for t, task in tasks.items() if task.kill_requested)
                     session.commit()
             except DB_OUTAGE_ERRORS as exc:
                 log.warning("batch %s: progress not recorded (%s)", ids, type(exc).__name__)
+
+        writer: ProgressWriter[tuple[dict[str, Any], list[int]]] = ProgressWriter(
+            write, f"progress-{ids[0]}"
+        )
+
+        def on_step(step: int, total: int) -> None:
+            writer.post((meter.message(step, total), sorted(running)))
 
         def should_stop(index: int) -> bool:
             task_id = ids[index]
@@ -220,11 +238,14 @@ class BatchRunner:
                 log.exception("batch %s: generation failed", ids)
             error = str(exc) if isinstance(exc, ModelError) else f"generation failed: {exc}"
             outcomes = [ModelError(error)] * len(started)
+        finally:
+            writer.close()
         seconds = time.monotonic() - began
+        finished: list[Finished] = []
         for k, (task_id, outcome) in enumerate(zip(ids, outcomes, strict=True)):
             if task_id in lost:
-                continue
-            if isinstance(outcome, GenerationResult):
+                log.warning("task %s: lease lost, another worker has it", task_id)
+            elif isinstance(outcome, GenerationResult):
                 share = images[k] / sum(images)
                 outcome.info["batch_size"] = len(ids)  # what /metrics' histogram counts
                 outcome.info["batch"] = {
@@ -234,16 +255,19 @@ class BatchRunner:
                     "seconds": round(seconds, 3),
                     "cost_share": round(share, 6),
                 }
-                self._each(
-                    task_id,
-                    lambda t, o=outcome, s=share: r._finish(
-                        t, manifest, o, info, billed_seconds=seconds * s
-                    ),
-                )
+                finished.append(Finished(task_id, outcome, billed_seconds=seconds * share))
             elif isinstance(outcome, GenerationInterrupted):
                 self._each(task_id, r._cancel if task_id in killed else r._release)
             else:
                 self._each(task_id, lambda t, e=outcome: r._fail(t, _describe(e)))
+        if finished:
+            r._finish_many(info, finished)
+
+
+def _start(session: Any, task: Any) -> bool:
+    """A batch task's task_start; the kill flag as read in the same transaction."""
+    advance(session, task, lc.START)
+    return bool(task.kill_requested)
 
 
 def _describe(error: BaseException) -> str:

@@ -43,12 +43,14 @@ class PreviewSlot:
     def sync(self, session: Session, task_id: int) -> None:
         """In the step's progress transaction: learn whether previews are wanted, and store
         the one made for this step, if any."""
+        # Taken first: the sampling thread may put the next one meanwhile (the progress is
+        # written beside the loop, toonforge.worker.progress_writer).
+        pending, self.pending = self.pending, None
         row = session.get(TaskPreview, task_id)
         self.wanted = row is not None
-        if row is not None and self.pending is not None:
-            row.step, row.image = self.pending
+        if row is not None and pending is not None:
+            row.step, row.image = pending
             row.updated_at = now()
-        self.pending = None
 
 
 def prune_previews(session: Session) -> None:

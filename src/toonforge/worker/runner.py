@@ -11,10 +11,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from toonforge.catalog import Manifest
-from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
+from toonforge.engine.contract import (
+    GeneratedFile,
+    GenerationInterrupted,
+    GenerationResult,
+    ModelError,
+)
 from toonforge.ops.logging import thread_target
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
@@ -34,6 +40,7 @@ from toonforge.tasks.store import (
 )
 from toonforge.worker.previews import PreviewSlot, StepReporter
 from toonforge.worker.progress import ProgressMeter
+from toonforge.worker.progress_writer import ProgressWriter
 from toonforge.worker.redact import redact_paths
 from toonforge.worker.task_files import fetch_task_files
 
@@ -48,6 +55,19 @@ class Begun(NamedTuple):
     tool_key: str
     kill_requested: bool
     project_id: int = 0
+
+
+class Finished(NamedTuple):
+    """A run's outcome for one task; `billed_seconds` is its share of a batch's run time
+    (toonforge.worker.batch), None for a lone task (billed its own start-to-end time)."""
+
+    task_id: int
+    result: GenerationResult
+    billed_seconds: float | None = None
+
+
+# Files put in the storage at once when a run ends.
+MAX_PARALLEL_PUTS = 8
 
 
 class TaskLost(Exception):
@@ -95,6 +115,21 @@ class TaskRunner:
             result = fn(session, task)
             session.commit()
             return result
+
+    def _tx_many(self, task_ids: list[int], fn: Callable[[Any, Task], Any]) -> dict[int, Any]:
+        """`fn` on each task this worker still holds, all in one transaction (a batch's
+        tasks start and end together); a task another worker took is left out, logged.
+        Tasks are locked in id order."""
+        results: dict[int, Any] = {}
+        with self.services.sessions() as session:
+            for task_id in sorted(task_ids):
+                task = held_by(session, task_id, self.worker_id)
+                if task is None:
+                    log.warning("task %s: lease lost, another worker has it", task_id)
+                    continue
+                results[task_id] = fn(session, task)
+            session.commit()
+        return results
 
     def _advance(self, task_id: int, *statuses: str) -> bool:
         """Walk statuses in order; returns the kill flag as read in the same transaction."""
@@ -176,97 +211,140 @@ class TaskRunner:
 
         meter = ProgressMeter()
         kill_seen = threading.Event()
+        lost = threading.Event()
         previews = PreviewSlot(self.services.settings.preview_every_steps)
 
-        def progress(step: int, total: int) -> None:
-            def write(session: Any, task: Task) -> None:
-                advance(session, task, lc.OUTPUT, meter.message(step, total))
+        def write(messages: list[dict[str, Any]]) -> None:
+            def tx(session: Any, task: Task) -> None:
+                for message in messages:
+                    advance(session, task, lc.OUTPUT, message)
                 previews.sync(session, task_id)
                 if task.kill_requested:
                     kill_seen.set()
 
             try:
-                self._tx(task_id, write)
+                self._tx(task_id, tx)
+            except TaskLost:
+                lost.set()
             except DB_OUTAGE_ERRORS as exc:
                 # Progress is not worth losing the run for: the database may be restarting.
                 # The run goes on; the closing writes wait for the database.
                 log.warning("task %s: progress not recorded (%s)", task_id, type(exc).__name__)
 
-        on_step = StepReporter(progress, previews)
+        writer: ProgressWriter[dict[str, Any]] = ProgressWriter(write, f"progress-{task_id}")
+        on_step = StepReporter(lambda step, n: writer.post(meter.message(step, n)), previews)
+        outcome: GenerationResult | Exception
         try:
-            result = self.engine.generate(
-                manifest, params, on_step, lambda: kill_seen.is_set() or self.shutdown.is_set()
+            outcome = self.engine.generate(
+                manifest,
+                params,
+                on_step,
+                lambda: kill_seen.is_set() or lost.is_set() or self.shutdown.is_set(),
             )
-        except TaskLost:
-            raise
-        except GenerationInterrupted:
+        except Exception as exc:
+            outcome = exc
+        finally:
+            writer.close()
+        if lost.is_set():
+            raise TaskLost(task_id)
+        if isinstance(outcome, GenerationInterrupted):
             if kill_seen.is_set():
                 self._cancel(task_id)
             else:
                 self._release(task_id)
-            return
-        except ModelError as exc:
-            self._fail(task_id, str(exc))
-            return
-        except Exception as exc:
-            log.exception("task %s: generation failed", task_id)
-            self._fail(task_id, f"generation failed: {type(exc).__name__}: {exc}")
-            return
-        self._finish(task_id, manifest, result, info)
+        elif isinstance(outcome, ModelError):
+            self._fail(task_id, str(outcome))
+        elif isinstance(outcome, Exception):
+            log.error("task %s: generation failed", task_id, exc_info=outcome)
+            self._fail(task_id, f"generation failed: {type(outcome).__name__}: {outcome}")
+        else:
+            self._finish(task_id, outcome, info)
 
-    def _tx_retrying(self, task_id: int, fn: Callable[[Any, Task], Any]) -> Any:
-        """`_tx` for the writes that close a run: while the database is unreachable, wait
-        and try again (up to the lease: past it, another worker owns the task anyway)."""
+    def _retrying(self, what: str, attempt: Callable[[], Any]) -> Any:
+        """`attempt()` for the writes that close a run: while the database is unreachable,
+        wait and try again (up to the lease: past it, another worker owns the task anyway)."""
         deadline = time.monotonic() + self.services.settings.lease_seconds
         delay = 0.2
         while True:
             try:
-                return self._tx(task_id, fn)
+                return attempt()
             except DB_OUTAGE_ERRORS as exc:
                 if time.monotonic() + delay > deadline or self.shutdown.is_set():
                     raise
-                log.warning("task %s: database unavailable (%s); retrying", task_id, exc)
+                log.warning("%s: database unavailable (%s); retrying", what, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _finish(
-        self,
-        task_id: int,
-        manifest: Manifest,
-        result: GenerationResult,
-        info: dict[str, Any],
-        billed_seconds: float | None = None,
-    ) -> None:
-        """`billed_seconds`: the task's share of a batch's run (toonforge.worker.batch);
-        a lone task is billed its own start-to-end time."""
-        debug = self.redact(json.dumps({**info, **result.info}, default=str))
+    def _tx_retrying(self, task_id: int, fn: Callable[[Any, Task], Any]) -> Any:
+        return self._retrying(f"task {task_id}", lambda: self._tx(task_id, fn))
+
+    def _finish(self, task_id: int, result: GenerationResult, info: dict[str, Any]) -> None:
+        """A lone task's end: billed its own start-to-end time."""
+        self._finish_many(info, [Finished(task_id, result)])
+
+    def _finish_many(self, info: dict[str, Any], runs: list[Finished]) -> list[int]:
+        """End the tasks of one run (a lone task, or a batch's): one transaction moves them
+        all to postprocessing, their files are stored (in parallel), one transaction
+        attaches the files and closes them. The ids of the tasks closed."""
+        by_id = {run.task_id: run for run in runs}
+        debug = {
+            run.task_id: self.redact(json.dumps({**info, **run.result.info}, default=str))
+            for run in runs
+        }
 
         def end(session: Any, task: Task) -> str:
-            advance(session, task, lc.OUTPUT_FULL, debug)
+            advance(session, task, lc.OUTPUT_FULL, debug[task.id])
             advance(session, task, lc.END)
             advance(session, task, lc.POSTPROCESS_START)
-            task.debugoutput = debug
+            task.debugoutput = debug[task.id]
             return task.uuid
 
-        task_uuid = self._tx_retrying(task_id, end)
-        outputs = []
-        for f in result.files:
-            key = f"{task_uuid}/{f.name}"
-            size = self.services.storage.put(key, f.data, f.content_type)
-            outputs.append(NewOutput(f.name, f.content_type, size, key))
+        ids = list(by_id)
+        names = ", ".join(map(str, ids))
+        uuids = self._retrying(f"task {names}", lambda: self._tx_many(ids, end))
+        outputs = self._store_files({tid: (uuid, by_id[tid].result) for tid, uuid in uuids.items()})
 
         def close(session: Any, task: Task) -> None:
-            attach_outputs(session, task, outputs)
+            billed = by_id[task.id].billed_seconds
+            attach_outputs(session, task, outputs[task.id])
             task.pexit = "0"
-            seconds = elapsed_seconds(task) if billed_seconds is None else billed_seconds
+            seconds = elapsed_seconds(task) if billed is None else billed
             task.totalcost = total_cost(task.cps, seconds)
             task.lease_expires_at = None
             session.flush()
             advance(session, task, lc.POSTPROCESS_END)
             enqueue_callback(session, task)
 
-        self._tx_retrying(task_id, close)
-        log.info("task %s: done, %d file(s)", task_id, len(outputs))
+        closed = list(self._retrying(f"task {names}", lambda: self._tx_many(list(uuids), close)))
+        for task_id in closed:
+            log.info("task %s: done, %d file(s)", task_id, len(outputs[task_id]))
+        return closed
+
+    def _store_files(
+        self, results: dict[int, tuple[str, GenerationResult]]
+    ) -> dict[int, list[NewOutput]]:
+        """Each task's files put in the storage under `<task uuid>/<name>`; several files are
+        put at once (an object store answers each put after a round trip)."""
+        jobs = [
+            (task_id, f"{uuid}/{f.name}", f)
+            for task_id, (uuid, result) in results.items()
+            for f in result.files
+        ]
+
+        def put(job: tuple[int, str, GeneratedFile]) -> NewOutput:
+            _, key, f = job
+            size = self.services.storage.put(key, f.data, f.content_type)
+            return NewOutput(f.name, f.content_type, size, key)
+
+        outputs: dict[int, list[NewOutput]] = {task_id: [] for task_id in results}
+        if len(jobs) == 1:
+            stored = [put(jobs[0])]
+        else:
+            with ThreadPoolExecutor(min(len(jobs), MAX_PARALLEL_PUTS), "store") as pool:
+                stored = list(pool.map(put, jobs))
+        for (task_id, _, _), output in zip(jobs, stored, strict=True):
+            outputs[task_id].append(output)
+        return outputs
 
     def redact(self, text: str) -> str:
         """What clients see of this server's messages: its folders named, not shown (the
