@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import httpx
 from websockets.sync.client import connect
 
 import overhead  # bench/overhead.py, beside this script
@@ -87,8 +88,11 @@ def _one(server: Server, client: Client, body: dict[str, object]) -> str:
     return str(data["taskid"])
 
 
-def run_api(server: Server, client: Client, args: argparse.Namespace) -> tuple[float, list[int]]:
-    """8 Runs at once; the time until the last one ended, and each task's batch size."""
+def run_api(
+    server: Server, client: Client, args: argparse.Namespace, name: str
+) -> tuple[float, list[int]]:
+    """8 Runs at once; the time until the last one ended, and each task's batch size. The
+    tasks' images are saved as <name>-<i>.png in the output folder."""
     bodies = [
         {
             "prompt": text,
@@ -109,11 +113,29 @@ def run_api(server: Server, client: Client, args: argparse.Namespace) -> tuple[f
         ids = list(pool.map(lambda b: _one(server, client, b), bodies))
         elapsed = time.perf_counter() - start
     sizes = []
-    for taskid in ids:
+    for i, taskid in enumerate(ids):
         task = client.detail(taskid)
         assert task["pexit"] == "0", task["debugerror"]
         sizes.append(json.loads(task["debugoutput"]).get("batch", {}).get("tasks", 1))
+        png = httpx.get(task["outputs"][0]["url"], timeout=60).content
+        (Path(args.out) / f"{name}-{i}.png").write_bytes(png)
     return elapsed, sizes
+
+
+def same_images(args: argparse.Namespace, name: str, other: str) -> str:
+    """How far the images of one run are from another's (the last round of each): the largest
+    difference of a pixel value (0-255) and the share of values that differ at all."""
+    import numpy as np
+    from PIL import Image
+
+    worst, differ, total = 0, 0, 0
+    for i in range(args.tasks):
+        a = np.asarray(Image.open(Path(args.out) / f"{name}-{i}.png").convert("RGB"), dtype=int)
+        b = np.asarray(Image.open(Path(args.out) / f"{other}-{i}.png").convert("RGB"), dtype=int)
+        worst = max(worst, int(np.abs(a - b).max()))
+        differ += int((a != b).sum())
+        total += a.size
+    return f"largest pixel difference {worst}/255, {100 * differ / total:.3f}% of values differ"
 
 
 def main() -> None:
@@ -150,11 +172,11 @@ def main() -> None:
     try:
         run_direct(pipe, torch, args)  # warm-up: model load, first-call allocations
         for name, server in servers.items():
-            run_api(server, clients[name], args)
+            run_api(server, clients[name], args, name)
         for i in range(args.rounds):
             times["diffusers"].append(run_direct(pipe, torch, args))
             for name, server in servers.items():
-                elapsed, seen = run_api(server, clients[name], args)
+                elapsed, seen = run_api(server, clients[name], args, name)
                 times[name].append(elapsed)
                 sizes[name].update(seen)
             line = "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items())
@@ -172,6 +194,8 @@ def main() -> None:
         print(f"batch sizes seen ({k}): {seen}")
     vs_unbatched = rate["batched"] / rate["unbatched"]
     vs_diffusers = rate["batched"] / rate["diffusers"]
+    print(f"batched vs diffusers' call: {same_images(args, 'batched', 'direct')}")
+    print(f"batched vs unbatched: {same_images(args, 'batched', 'unbatched')}")
     print(f"batched / unbatched images/s: {vs_unbatched:.2f} (target >= 2)")
     print(f"batched / diffusers images/s: {vs_diffusers:.2f} (target >= 0.8)")
 

@@ -86,3 +86,16 @@ def test_a_bad_input_fails_only_its_own_task(
     assert all(isinstance(o, GenerationResult) for o in outcomes[1:])
     alone = _alone(runtime, cartoonmix, tasks[1])
     assert outcomes[2].files[0].data == alone.files[0].data
+
+
+def test_a_full_batch_of_eight_has_the_bytes_of_each_task_alone(
+    runtime: Any, cartoonmix: Manifest, small_params: dict[str, Any]
+) -> None:
+    # The default batch size: 8 one-sample tasks, 16 UNet rows with guidance.
+    base = {**small_params, "steps": 2, "width": 64, "height": 64, "samples": 1}
+    tasks = [{**base, "prompt": f"a cartoon animal number {i}", "seed": 40 + i} for i in range(8)]
+    together = _batch(runtime, cartoonmix, tasks)
+    for params, outcome in zip(tasks, together, strict=True):
+        assert isinstance(outcome, GenerationResult), outcome
+        alone = _alone(runtime, cartoonmix, params)
+        assert outcome.files[0].data == alone.files[0].data, f"{params['prompt']!r} differs"
