@@ -82,10 +82,17 @@ class Polled(NamedTuple):
     preview: tuple[int, str] | None  # (step, data URL), newer than the last one sent
 
 
+# The events whose frames are built from the task as it is now (its outputs); the others are
+# sent as stored, and need only the task's id and token, which do not change.
+_NEED_TASK = frozenset({lc.POSTPROCESS_END})
+
+
 def _poll(services: Services, task_id: int, after: int, preview_after: int | None = None) -> Polled:
-    """The task's events after `after`, and the task (with its outputs) as it is now; read
-    with Core, as for every wake-up of every follower. `preview_after`: the step of the last
-    preview sent (None: this subscriber did not ask for previews)."""
+    """The task's events after `after`, and, when a frame or the queue spot needs it, the
+    task (with its outputs) as it is now (else `task` is None: a step's progress costs one
+    query per follower); read with Core, as for every wake-up of every follower.
+    `preview_after`: the step of the last preview sent (None: this subscriber did not ask
+    for previews)."""
     events = TaskEvent.__table__
     with services.read_sessions() as session:
         rows = session.execute(
@@ -93,9 +100,12 @@ def _poll(services: Services, task_id: int, after: int, preview_after: int | Non
             .where(events.c.task_id == task_id, events.c.id > after)
             .order_by(events.c.id)
         ).all()
-        task = read_task_view(session, None, taskid=task_id)
-        assert task is not None
-        spot = None if rows else queue_spot_of(services, session, task)
+        task = None
+        spot = None
+        if not rows or any(r.type in _NEED_TASK for r in rows):
+            task = read_task_view(session, None, taskid=task_id)
+            assert task is not None
+            spot = None if rows else queue_spot_of(services, session, task)
         preview = None
         if preview_after is not None and any(r.type == lc.OUTPUT for r in rows):
             found = session.execute(
@@ -231,7 +241,7 @@ async def _stream(
             news.set()
             continue
         checked = asyncio.get_running_loop().time()
-        task, events = polled.task, polled.events
+        task, events = polled.task or task, polled.events
         if polled.spot is not None and polled.spot.position != position:
             frame = _frame(task, lc.QUEUE, None)
             await ws.send_json({**frame, **queue_fields(polled.spot)})
