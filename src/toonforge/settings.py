@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     vae_slicing: Literal["auto", "on", "off"] = "auto"
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     channels_last: bool = False
+    # Worker processes keep freed host memory for reuse instead of returning it to the
+    # system (glibc malloc: no mmap, no trim): no page faults between steps and images
+    # (toonforge/worker/host_memory.py).
+    keep_host_memory: bool = True
     # torch.compile of the denoiser after load (with a short warm-up run): off | default |
     # reduce-overhead | max-autotune.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"

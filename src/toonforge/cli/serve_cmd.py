@@ -365,6 +365,7 @@ def _exit_without_stuck_threads() -> None:
 
 def run_worker(settings: Settings) -> int:
     from toonforge.engine.runtime import EngineRuntime
+    from toonforge.worker.host_memory import keep_freed_host_memory
     from toonforge.worker.main import Worker, install_signal_handlers
 
     if settings.log_format == "json":
@@ -374,6 +375,8 @@ def run_worker(settings: Settings) -> int:
 
     if settings.tiny:
         log.warning(OFFLINE_BANNER)
+    if settings.keep_host_memory:
+        keep_freed_host_memory()
     services = build_services(settings)
     worker = Worker(services, EngineRuntime(settings))
     install_signal_handlers(worker)

@@ -271,6 +271,42 @@ def held_by(session: Session, task_id: int, worker_id: str) -> Task | None:
     return task
 
 
+def record_progress(
+    session: Session, worker_id: str, steps: Sequence[tuple[Any, Sequence[int]]]
+) -> tuple[set[int], set[int]]:
+    """Progress of a run (a lone task or a batch's) in a few Core statements, whatever the
+    number of steps and tasks: each step's `task_output` event, given as (message, the ids
+    of the tasks in the run at that step), for the tasks this worker still holds (fencing as
+    `held_by`, rows locked in id order). Returns (held, killed): the ids still held, and
+    those of them whose kill was asked."""
+    ids = sorted({task_id for _, in_run in steps for task_id in in_run})
+    rows = session.execute(
+        select(Task.id, Task.status, Task.kill_requested)
+        .where(Task.id.in_(ids), Task.worker_id == worker_id)
+        .order_by(Task.id)
+        .with_for_update()
+    ).all()
+    held = {r.id for r in rows if not lc.is_terminal(r.status)}
+    for r in rows:
+        if r.id in held:
+            lc.check_transition(r.status, lc.OUTPUT)
+    if held:
+        session.execute(update(Task).where(Task.id.in_(held)).values(status=lc.OUTPUT))
+        t = now()
+        session.execute(
+            TaskEvent.__table__.insert(),
+            [
+                {"task_id": task_id, "type": lc.OUTPUT, "message": message, "created_at": t}
+                for message, in_run in steps
+                for task_id in in_run
+                if task_id in held
+            ],
+        )
+        for task_id in held:
+            announce(session, EVENTS, str(task_id))
+    return held, {r.id for r in rows if r.id in held and r.kill_requested}
+
+
 def extend_lease(session: Session, task_id: int, worker_id: str, lease_seconds: float) -> bool:
     result = session.execute(
         update(Task)

@@ -27,7 +27,7 @@ from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.batch_claim import claim_companions, task_images
 from toonforge.tasks.db import DB_OUTAGE_ERRORS
-from toonforge.tasks.store import advance, claim, held_by
+from toonforge.tasks.store import advance, claim, record_progress
 from toonforge.worker.progress import ProgressMeter
 from toonforge.worker.progress_writer import ProgressWriter
 from toonforge.worker.runner import Begun, Finished, TaskLost, TaskRunner
@@ -196,21 +196,13 @@ class BatchRunner:
             for the tasks that were in the run at that step, and their kill flags."""
             try:
                 with self.services.sessions() as session:
-                    tasks = {}
-                    for task_id in sorted({t for _, in_run in steps for t in in_run}):
-                        task = held_by(session, task_id, r.worker_id)
-                        if task is None:
-                            lost.add(task_id)
-                        else:
-                            tasks[task_id] = task
-                    for message, in_run in steps:
-                        for task_id in in_run:
-                            if task_id in tasks:
-                                advance(session, tasks[task_id], lc.OUTPUT, message)
-                    killed.update(t for t, task in tasks.items() if task.kill_requested)
+                    held, kills = record_progress(session, r.worker_id, steps)
                     session.commit()
             except DB_OUTAGE_ERRORS as exc:
                 log.warning("batch %s: progress not recorded (%s)", ids, type(exc).__name__)
+                return
+            lost.update({t for _, in_run in steps for t in in_run} - held)
+            killed.update(kills)
 
         writer: ProgressWriter[tuple[dict[str, Any], list[int]]] = ProgressWriter(
             write, f"progress-{ids[0]}"

@@ -35,6 +35,7 @@ from toonforge.tasks.store import (
     extend_lease,
     fail_task,
     held_by,
+    record_progress,
     release,
     total_cost,
 )
@@ -215,17 +216,17 @@ class TaskRunner:
         previews = PreviewSlot(self.services.settings.preview_every_steps)
 
         def write(messages: list[dict[str, Any]]) -> None:
-            def tx(session: Any, task: Task) -> None:
-                for message in messages:
-                    advance(session, task, lc.OUTPUT, message)
-                previews.sync(session, task_id)
-                if task.kill_requested:
-                    kill_seen.set()
-
             try:
-                self._tx(task_id, tx)
-            except TaskLost:
-                lost.set()
+                with self.services.sessions() as session:
+                    steps = [(message, [task_id]) for message in messages]
+                    held, kills = record_progress(session, self.worker_id, steps)
+                    if held:
+                        previews.sync(session, task_id)
+                    session.commit()
+                if not held:
+                    lost.set()
+                if kills:
+                    kill_seen.set()
             except DB_OUTAGE_ERRORS as exc:
                 # Progress is not worth losing the run for: the database may be restarting.
                 # The run goes on; the closing writes wait for the database.
