@@ -112,13 +112,47 @@ __all__ = ["Server", "base_env", "create_keys", "free_port"]
 @contextmanager
 def workers_paused(server: Server) -> Iterator[None]:
     """Hold every worker of `server` still (SIGSTOP) and let them go on afterwards: a task
-    seen running stays running, with no race against its last step, while the test acts."""
+    seen running stays running, with no race against its last step, while the test acts.
+    A worker is never held in the middle of a write transaction (its locks would make the
+    test's own writes wait): if the database's write lock (SQLite) or a task row (PostgreSQL)
+    is held, the workers go on for a moment and are held again."""
     pids = server.children()
     assert pids, "the server has no worker to hold"
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    url = server.env.get("TOONFORGE_DATABASE_URL") or (
+        f"sqlite:///{server.env['TOONFORGE_DATA_DIR']}/toonforge.db"
+    )
+    for _ in range(200):
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        if _no_write_held(url):
+            break
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
     try:
         yield
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+
+
+def _no_write_held(url: str) -> bool:
+    """No other connection holds a write lock that a write of the test would wait for."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 0} if sqlite else {})
+    try:
+        with engine.connect() as conn:
+            if sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("SELECT id FROM tasks FOR UPDATE NOWAIT")).all()
+            conn.rollback()
+        return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()

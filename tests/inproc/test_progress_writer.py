@@ -46,3 +46,21 @@ def test_a_failed_write_does_not_stop_the_writer() -> None:
     writer.post(2)
     writer.close(timeout=10)
     assert written == [2]
+
+
+def test_steps_posted_within_the_interval_share_one_transaction() -> None:
+    written: list[list[int]] = []
+    first_write = threading.Event()
+
+    def write(items: list[int]) -> None:
+        written.append(items)
+        first_write.set()
+
+    # A long interval: the steps posted after the first write wait for it (or for close).
+    writer: ProgressWriter[int] = ProgressWriter(write, "progress-test", min_interval=60)
+    writer.post(1)
+    assert first_write.wait(10)
+    for step in (2, 3, 4):
+        writer.post(step)
+    writer.close(timeout=10)  # close does not wait for the interval: it writes at once
+    assert written == [[1], [2, 3, 4]]

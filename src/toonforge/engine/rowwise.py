@@ -12,7 +12,7 @@ the batched one alike.
 
 from __future__ import annotations
 
-import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,16 +30,19 @@ def rowwise_embeddings(unet: Any) -> None:
     for module in modules:
         if module is None or getattr(module, _ROWWISE, False):
             continue
-        original = type(module).forward
-
-        def forward(self: Any, sample: torch.Tensor, *args: Any, _f: Any = original) -> Any:
-            if sample.shape[0] <= 1:
-                return _f(self, sample, *args)
-            if bool((sample == sample[:1]).all()):
-                one = _f(self, sample[:1], *args)
-                return one.expand(sample.shape[0], *one.shape[1:])
-            rows = [_f(self, sample[i : i + 1], *args) for i in range(sample.shape[0])]
-            return torch.cat(rows)
-
-        module.forward = types.MethodType(forward, module)
+        # The instance's own forward: hooks set on it (diffusers' layerwise fp8 casting, group
+        # offload) must still run for each row.
+        module.forward = _rowwise(module.forward)
         setattr(module, _ROWWISE, True)
+
+
+def _rowwise(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def forward(sample: torch.Tensor, *args: Any) -> torch.Tensor:
+        if sample.shape[0] <= 1:
+            return original(sample, *args)
+        if bool((sample == sample[:1]).all()):
+            one = original(sample[:1], *args)
+            return one.expand(sample.shape[0], *one.shape[1:])
+        return torch.cat([original(sample[i : i + 1], *args) for i in range(sample.shape[0])])
+
+    return forward
