@@ -27,7 +27,7 @@ from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.batch_claim import claim_companions, task_images
 from toonforge.tasks.db import DB_OUTAGE_ERRORS
-from toonforge.tasks.store import advance, claim, record_progress
+from toonforge.tasks.store import claim, record_progress
 from toonforge.worker.progress import ProgressMeter
 from toonforge.worker.progress_writer import ProgressWriter
 from toonforge.worker.runner import Begun, Finished, TaskLost, TaskRunner
@@ -175,7 +175,7 @@ class BatchRunner:
             return
         # One transaction starts them all; a task killed meanwhile ends here.
         begun_of = dict(live)
-        kills = r._tx_many(list(begun_of), _start)
+        kills = r._advance_many(list(begun_of), lc.START)
         for task_id, killed in kills.items():
             if killed:
                 self._each(task_id, r._cancel)
@@ -254,12 +254,6 @@ class BatchRunner:
                 self._each(task_id, lambda t, e=outcome: r._fail(t, _describe(e)))
         if finished:
             r._finish_many(info, finished)
-
-
-def _start(session: Any, task: Any) -> bool:
-    """A batch task's task_start; the kill flag as read in the same transaction."""
-    advance(session, task, lc.START)
-    return bool(task.kill_requested)
 
 
 def _describe(error: BaseException) -> str:

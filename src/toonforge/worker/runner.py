@@ -134,13 +134,12 @@ class TaskRunner:
 
     def _advance(self, task_id: int, *statuses: str) -> bool:
         """Walk statuses in order; returns the kill flag as read in the same transaction."""
+        return bool(self._tx(task_id, _walk(statuses)))
 
-        def step(session: Any, task: Task) -> bool:
-            for status in statuses:
-                advance(session, task, status)
-            return task.kill_requested
-
-        return bool(self._tx(task_id, step))
+    def _advance_many(self, task_ids: list[int], *statuses: str) -> dict[int, bool]:
+        """`_advance` for several tasks in one transaction (a batch's start): each held
+        task's kill flag; a task another worker took is left out."""
+        return self._tx_many(task_ids, _walk(statuses))
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -382,3 +381,14 @@ class TaskRunner:
 
         self._tx_retrying(task_id, write)
         log.info("task %s: killed", task_id)
+
+
+def _walk(statuses: tuple[str, ...]) -> Callable[[Any, Task], bool]:
+    """A transaction step that walks a task through `statuses` and reads its kill flag."""
+
+    def step(session: Any, task: Task) -> bool:
+        for status in statuses:
+            advance(session, task, status)
+        return bool(task.kill_requested)
+
+    return step
