@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from toonforge.api.event_reader import EventReader
 from toonforge.services import Services
 from toonforge.tasks.models import TaskEvent
 from toonforge.tasks.notify import EVENTS
@@ -30,6 +31,8 @@ DEGRADED_POLL_SECONDS = 0.1
 class EventHub:
     def __init__(self, services: Services) -> None:
         self.services = services
+        # Followers read their events through it: one query per wake-up for all of them.
+        self.events = EventReader(services)
         self._waiters: dict[int, set[asyncio.Event]] = {}
         # Followers of queued tasks: woken by any task's news (a claim or a cancel ahead of
         # them moves their place in the queue).

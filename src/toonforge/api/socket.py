@@ -34,7 +34,7 @@ from toonforge.api.hub import EventHub
 from toonforge.services import Services
 from toonforge.tasks import lifecycle as lc
 from toonforge.tasks.db import DB_OUTAGE_ERRORS, DB_UNAVAILABLE
-from toonforge.tasks.models import Task, TaskEvent, TaskPreview
+from toonforge.tasks.models import Task, TaskPreview
 from toonforge.tasks.queue_position import QueueSpot, queue_fields, queue_spot_of
 from toonforge.tasks.record import outputs_list, read_task_view
 from toonforge.tasks.store import last_event_id, now
@@ -87,34 +87,55 @@ class Polled(NamedTuple):
 _NEED_TASK = frozenset({lc.POSTPROCESS_END})
 
 
-def _poll(services: Services, task_id: int, after: int, preview_after: int | None = None) -> Polled:
-    """The task's events after `after`, and, when a frame or the queue spot needs it, the
-    task (with its outputs) as it is now (else `task` is None: a step's progress costs one
-    query per follower); read with Core, as for every wake-up of every follower.
-    `preview_after`: the step of the last preview sent (None: this subscriber did not ask
-    for previews)."""
-    events = TaskEvent.__table__
+async def _poll(
+    services: Services,
+    hub: EventHub,
+    task_id: int,
+    after: int,
+    preview_after: int | None = None,
+) -> Polled:
+    """The task's events after `after` (read by the hub's EventReader: one query for all of
+    this process's followers woken together), and, when a frame or the queue spot needs it,
+    the task (with its outputs) as it is now (else `task` is None: a step's progress costs
+    no query of its own). `preview_after`: the step of the last preview sent (None: this
+    subscriber did not ask for previews)."""
+    rows = await hub.events.after(task_id, after)
+    events = [(r.id, r.type, r.message) for r in rows]
+    need_task = not rows or any(r.type in _NEED_TASK for r in rows)
+    need_preview = preview_after is not None and any(r.type == lc.OUTPUT for r in rows)
+    if not need_task and not need_preview:
+        return Polled(None, events, None, None)
+    return await run_in_threadpool(
+        _details, services, task_id, events, need_task, preview_after if need_preview else None
+    )
+
+
+def _details(
+    services: Services,
+    task_id: int,
+    events: list[tuple[int, str, Any]],
+    need_task: bool,
+    preview_after: int | None,
+) -> Polled:
+    """The rest of a follower's wake-up: the task as it is now (read after its events, so
+    its outputs are at least those the events announce) and the queue spot when there was
+    no event; the newest preview after `preview_after` (None: none wanted)."""
     with services.read_sessions() as session:
-        rows = session.execute(
-            select(events.c.id, events.c.type, events.c.message)
-            .where(events.c.task_id == task_id, events.c.id > after)
-            .order_by(events.c.id)
-        ).all()
         task = None
         spot = None
-        if not rows or any(r.type in _NEED_TASK for r in rows):
+        if need_task:
             task = read_task_view(session, None, taskid=task_id)
             assert task is not None
-            spot = None if rows else queue_spot_of(services, session, task)
+            spot = None if events else queue_spot_of(services, session, task)
         preview = None
-        if preview_after is not None and any(r.type == lc.OUTPUT for r in rows):
+        if preview_after is not None:
             found = session.execute(
                 select(TaskPreview.step, TaskPreview.image).where(
                     TaskPreview.task_id == task_id, TaskPreview.step > preview_after
                 )
             ).first()
             preview = (found.step, found.image) if found is not None else None
-        return Polled(task, [(r.id, r.type, r.message) for r in rows], spot, preview)
+        return Polled(task, events, spot, preview)
 
 
 def _request_previews(services: Services, task_id: int) -> None:
@@ -235,7 +256,7 @@ async def _stream(
     while True:
         await _wait(news, moved if position is not None else None, checked)
         try:
-            polled = await run_in_threadpool(_poll, services, task.id, cursor, sent_preview)
+            polled = await _poll(services, hub, task.id, cursor, sent_preview)
         except DB_OUTAGE_ERRORS:
             await asyncio.sleep(OUTAGE_RETRY_SECONDS)
             news.set()
