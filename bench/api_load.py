@@ -9,7 +9,11 @@ For each backend, `toonforge serve` runs with no worker (TOONFORGE_WORKERS=0) on
 - Run at concurrency 16 with small CartoonMix bodies. Target >= 500 req/s, p99 < 100 ms.
 
 Then, with one worker: Run to the final WebSocket frame (task_postprocess_end) minus the
-model's own time (the task's `elapsedseconds`), median over ~20 tiny tasks. Target <= 20 ms.
+model's own time (the task's `elapsedseconds`), median over ~20 tiny tasks, one after
+another. Target <= 20 ms. This is measured with batching off (TOONFORGE_MAX_BATCH=1): the
+serving core's own cost. It is measured again with serve's default batching, where a task
+that finds the worker idle also waits the gather window (TOONFORGE_BATCH_WAIT_MS, 50 ms) for
+companions before it starts; that row has no target of its own.
 
 Signature mode (the default) signs once per wrk run: Task/Detail reuses one nonce (reads do
 not consume nonces) and every Run has its own body (a counter in the prompt) under a fixed
@@ -218,9 +222,9 @@ def database(backend: str) -> Iterator[str | None]:
 
 
 @contextmanager
-def serving(data_dir: Path, url: str | None, workers: int) -> Iterator[ServeProcess]:
+def serving(data_dir: Path, url: str | None, workers: int, **env: str) -> Iterator[ServeProcess]:
     # serve's own default number of API processes (the test harness pins one).
-    srv = ServeProcess(data_dir, url, workers, TOONFORGE_API_PROCESSES=API_PROCESSES[0])
+    srv = ServeProcess(data_dir, url, workers, TOONFORGE_API_PROCESSES=API_PROCESSES[0], **env)
     try:
         yield srv
     finally:
@@ -292,10 +296,17 @@ def one_task(http: httpx.Client, keys: Keys, ws_url: str, i: int) -> float:
     return total - float(record["elapsedseconds"])
 
 
-def fixed_cost(backend: str, work: Path, args: argparse.Namespace) -> list[float]:
-    """Run -> task_postprocess_end frame, minus elapsedseconds, per task (seconds)."""
+def fixed_cost(
+    backend: str, work: Path, args: argparse.Namespace, batching: bool = False
+) -> list[float]:
+    """Run -> task_postprocess_end frame, minus elapsedseconds, per task (seconds). With
+    `batching`, serve's default batching settings: a task that finds the worker idle then
+    also waits the gather window for companions (TOONFORGE_BATCH_WAIT_MS) before it starts;
+    without, batching is off (TOONFORGE_MAX_BATCH=1) and the figure is the serving core's."""
     costs: list[float] = []
-    with database(backend) as url, serving(work / f"{backend}-worker", url, workers=1) as srv:
+    env = {} if batching else {"TOONFORGE_MAX_BATCH": "1"}
+    name = f"{backend}-worker-{'batching' if batching else 'single'}"
+    with database(backend) as url, serving(work / name, url, workers=1, **env) as srv:
         keys = Keys.from_dict(srv.create_keys(mode=args.mode))
         srv.start()
         ws_url = srv.url.replace("http", "ws", 1) + "/v1/socket"
@@ -312,7 +323,8 @@ def fixed_cost(backend: str, work: Path, args: argparse.Namespace) -> list[float
             return costs
         ms = sorted(c * 1000 for c in costs)
         print(
-            f"  {backend:<8} fixed cost over {len(ms)} tasks: median {statistics.median(ms):.1f} ms"
+            f"  {backend:<8} fixed cost over {len(ms)} tasks"
+            f"{' (default batching)' if batching else ''}: median {statistics.median(ms):.1f} ms"
             f"  min {ms[0]:.1f}  max {ms[-1]:.1f}",
             flush=True,
         )
@@ -329,7 +341,10 @@ def measured(p: Point, ok: bool) -> str:
 
 
 def report(
-    backends: list[str], loads: dict[str, list[Point]], costs: dict[str, list[float]]
+    backends: list[str],
+    loads: dict[str, list[Point]],
+    costs: dict[str, list[float]],
+    batched_costs: dict[str, list[float]],
 ) -> None:
     width = 30
     head = f"{'figure':<34}" + "".join(f"{b:>{width}}" for b in backends) + "   target"
@@ -388,6 +403,12 @@ def report(
             [str(len(costs.get(b, []))) for b in backends],
             "",
         )
+    if batched_costs:
+        meds = [
+            statistics.median(batched_costs[b]) * 1000 if batched_costs.get(b) else float("nan")
+            for b in backends
+        ]
+        row("  same, default batching (window)", [f"{m:.1f}" for m in meds], "")
 
 
 API_PROCESSES = ["2"]
@@ -420,12 +441,14 @@ def main() -> int:
     started = time.monotonic()
     loads: dict[str, list[Point]] = {}
     costs: dict[str, list[float]] = {}
+    batched_costs: dict[str, list[float]] = {}
     try:
         for backend in backends if not args.no_load else []:
             loads[backend] = load_points(backend, work, args)
         if args.tasks > 0:
             for backend in backends:
                 costs[backend] = fixed_cost(backend, work, args)
+                batched_costs[backend] = fixed_cost(backend, work, args, batching=True)
     finally:
         if not os.environ.get("TOONFORGE_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -433,7 +456,7 @@ def main() -> int:
         f"\nmode {args.mode}; {args.duration:.0f} s per wrk point; serve with no worker for "
         f"the load figures, one worker for the fixed cost; {os.cpu_count()} CPU(s)"
     )
-    report(backends, loads, costs)
+    report(backends, loads, costs, batched_costs)
     print(f"\nbench took {time.monotonic() - started:.0f} s")
     return 0
 

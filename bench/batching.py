@@ -4,7 +4,8 @@ against diffusers' own batched call of the same 8 images.
 Three measurements, alternated round by round on the same tiny CartoonMix weights (1 sample
 per task, 8 steps, 256x256, Euler, scale 4, 8 different prompts and seeds):
 - "batched": a real `toonforge serve --tiny` with TOONFORGE_MAX_BATCH=8: 8 Runs sent at
-  once (8 threads), timed from the first Run to the last task_postprocess_end (WebSocket);
+  once (8 threads, each then following its task on the WebSocket, as the hosted service's
+  clients do), timed from the first Run to the last task_postprocess_end frame;
 - "unbatched": the same on a second server with TOONFORGE_MAX_BATCH=1 (batching off);
 - "diffusers": StableDiffusionPipeline called once with the 8 prompts and 8 generators;
 - "separate": the same pipeline called 8 times, one prompt and generator per call.
@@ -111,9 +112,11 @@ def cpu_model() -> str:
 
 
 def _one(server: Server, client: Client, body: dict[str, object]) -> str:
+    # The hosted service's client flow: Run, then follow the task with its socket token
+    # (the first frame is the task's state then, so nothing before it is missed).
     ws_url = server.url.replace("http", "ws", 1) + "/v1/socket"
+    data = client.run(TOOL, body)
     with connect(ws_url) as ws:
-        data = client.run(TOOL, body)
         ws.send(json.dumps({"type": "task_info", "tasktoken": data["socketaccesstoken"]}))
         while True:
             frame = json.loads(ws.recv(timeout=600))

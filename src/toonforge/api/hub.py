@@ -32,7 +32,7 @@ class EventHub:
     def __init__(self, services: Services) -> None:
         self.services = services
         # Followers read their events through it: one query per wake-up for all of them.
-        self.events = EventReader(services)
+        self.events = EventReader(services, lambda: len(self._waiters))
         self._waiters: dict[int, set[asyncio.Event]] = {}
         # Followers of queued tasks: woken by any task's news (a claim or a cancel ahead of
         # them moves their place in the queue).
