@@ -100,3 +100,13 @@ def test_many_tasks_are_read_in_chunks(inproc: InProcess, monkeypatch: pytest.Mo
 
     assert asyncio.run(follow_all()) == [_events_of(inproc, task_id) for task_id in ids]
     assert reader.queries == 3
+
+
+def test_a_lone_task_followed_is_not_held_back(inproc: InProcess) -> None:
+    """The gather wait is for followers of other tasks: with one task followed, none."""
+    followed = [1]
+    reader = EventReader(inproc.services, lambda: followed[0])
+    assert not reader._gather()
+    followed[0] = 3
+    assert reader._gather()
+    assert EventReader(inproc.services)._gather()  # not known: gather

@@ -46,10 +46,11 @@ Request = tuple[int, int, "asyncio.Future[list[EventRow]]"]
 
 
 class EventReader:
-    def __init__(self, services: Services, tasks_followed: Callable[[], int] = lambda: 2) -> None:
+    def __init__(self, services: Services, tasks_followed: Callable[[], int] | None = None) -> None:
         self.services = services
-        # How many tasks this process follows now: with one, its followers all wake in the
-        # same turn of the loop and nothing is worth waiting for.
+        # How many tasks this process follows now (None: not known, always gather): with
+        # one, its followers all wake in the same turn of the loop and none is worth waiting
+        # for.
         self._tasks_followed = tasks_followed
         self._pending: list[Request] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -69,7 +70,7 @@ class EventReader:
             while self._pending:
                 # The followers a worker's write wakes come one wake-up datagram (or NOTIFY)
                 # after another: let them join (those of one task wake in one turn).
-                await asyncio.sleep(GATHER_SECONDS if self._tasks_followed() > 1 else 0)
+                await asyncio.sleep(GATHER_SECONDS if self._gather() else 0)
                 requests, self._pending = self._pending, []
                 requests = [r for r in requests if not r[2].done()]  # cancelled meanwhile
                 if not requests:
@@ -94,6 +95,9 @@ class EventReader:
                 if not future.done():
                     future.cancel()
             self._pending = []
+
+    def _gather(self) -> bool:
+        return self._tasks_followed is None or self._tasks_followed() > 1
 
     def _read(self, cursors: dict[int, int]) -> dict[int, list[EventRow]]:
         events = TaskEvent.__table__
