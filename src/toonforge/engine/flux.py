@@ -48,6 +48,7 @@ from toonforge.engine.image_files import output_format
 from toonforge.engine.placement import current_placement, place_pipeline
 from toonforge.engine.pool import module_bytes
 from toonforge.engine.preview import flux_preview
+from toonforge.engine.rowwise import rowwise_flux
 from toonforge.engine.steps import decode_each, image_files, result, sample_seeds
 from toonforge.engine.weights import resolve_file, resolve_repo, stamp
 from toonforge.prompts import PromptError
@@ -476,6 +477,8 @@ def denoise_request(
 ) -> torch.Tensor:
     """The pipeline's own loop up to latents, with progress, previews and kill between steps."""
     pipe = model.pipe
+    # Sample i the same bytes as its seed run alone (see toonforge.engine.rowwise).
+    rowwise_flux(pipe.transformer)
     preview = flux_preview(req.height, req.width, pipe.vae_scale_factor)
     step_end = PipelineSteps(on_step, should_stop, preview)
     with _model_errors(req):
