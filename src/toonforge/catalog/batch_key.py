@@ -18,7 +18,7 @@ from typing import Any
 from toonforge.catalog.manifest import Manifest
 
 # Engine families whose sampling loop batches tasks (toonforge.engine.batching).
-BATCHING_FAMILIES = frozenset({"sd15", "sdxl"})
+BATCHING_FAMILIES = frozenset({"sd15", "sdxl", "flux"})
 # Inputs that may differ between the tasks of one batch: each task's rows carry their own.
 PER_TASK_INPUTS = frozenset({"prompt", "negativePrompt", "seed", "samples"})
 

@@ -151,7 +151,7 @@ def denoise_batch(
                 results[m.index].error = GenerationInterrupted("stopped between steps")
         keep = [m for m in keep if m.index not in stops]
         if len(keep) != len(live):
-            latents = _drop_rows(scheduler, latents, live, keep)
+            latents = drop_rows(scheduler, latents, live, keep)
             live = keep
     start = 0
     for m in live:
@@ -220,7 +220,7 @@ def _guided_step(
     return torch.cat(guided)
 
 
-def _drop_rows(
+def drop_rows(
     scheduler: Any, latents: torch.Tensor, live: Sequence[Member], keep: Sequence[Member]
 ) -> torch.Tensor:
     """The latents of `keep` only, and the same rows of every per-row tensor the scheduler

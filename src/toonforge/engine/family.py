@@ -68,6 +68,7 @@ class BatchFamily(Protocol):
 _BATCH_MODULES: dict[str, str] = {
     "sd15": "toonforge.engine.sd15_batch",
     "sdxl": "toonforge.engine.sdxl_batch",
+    "flux": "toonforge.engine.flux_batch",
 }
 
 _MODULES: dict[str, str] = {
