@@ -9,8 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+from toonforge.catalog.store import Catalog
+from toonforge.engine.runtime import EngineRuntime
+from toonforge.tasks.models import Task
 from toonforge.testing import InProcess
-from toonforge.worker.batch import claim_batch
+from toonforge.worker.batch import batch_cap, claim_batch
 from toonforge.worker.runner import TaskRunner
 
 CARTOON = "/v1/Run/futurist/CartoonMix%20v1.0"
@@ -52,3 +55,21 @@ def test_a_lone_task_is_claimed_alone_after_the_window(inproc: InProcess) -> Non
     lone = inproc.client.ok(CARTOON, {**BODY, "seed": "1"})["taskid"]
     claimed = claim_batch(inproc.services, runner, [TOOL], threading.Event())
     assert [task_id for task_id, _ in claimed] == [int(lone)]
+
+
+def test_a_tools_own_max_batch_caps_the_batch(inproc: InProcess) -> None:
+    """`backend.max_batch` in a tool's manifest: fewer images than TOONFORGE_MAX_BATCH. On
+    this CPU the engine's memory-plan cap (a GPU's) leaves the smaller of the two."""
+    runner = _runner(inproc, wait_ms=100)
+    services = inproc.services
+    manifest = services.catalog.by_key(TOOL)
+    assert manifest is not None
+    backend = manifest.backend.model_copy(update={"max_batch": 2})
+    capped = manifest.model_copy(update={"backend": backend})
+    services.catalog = Catalog([capped if m.key == TOOL else m for m in services.catalog])
+    ids = [int(inproc.client.ok(CARTOON, {**BODY, "seed": str(s)})["taskid"]) for s in range(4)]
+    claimed = claim_batch(services, runner, [TOOL], threading.Event())
+    assert [task_id for task_id, _ in claimed] == ids[:2]
+    with services.sessions() as session:
+        task = session.get(Task, ids[2])
+        assert batch_cap(services, EngineRuntime(services.settings), task) == 2

@@ -21,8 +21,8 @@ from toonforge.engine.plan.estimate import (
 )
 from toonforge.engine.plan.on_device import detect_device, plan_on_device
 from toonforge.engine.plan.parts import part_count
-from toonforge.engine.plan.planner import Device, plan_tool
-from toonforge.engine.plan.request import DefaultRequest, default_request
+from toonforge.engine.plan.planner import Device, images_that_fit, plan_tool
+from toonforge.engine.plan.request import DefaultRequest, default_request, request_for
 from toonforge.settings import load_settings
 
 TOOLS = list(load_catalog([]))
@@ -251,3 +251,43 @@ def test_planning_imports_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "gb"), [("futurist/CartoonMix v1.0", 4), ("WizardWhitebeard/Toon-Renders", 3)]
+)
+def test_a_batch_holds_the_most_images_the_plan_fits(key: str, gb: int) -> None:
+    """The cap on a batch's images from the memory plan: n images of the task's size fit on
+    the device under the tool's plan, n + 1 do not (a full-sized device takes the cap)."""
+    from dataclasses import replace
+
+    tool = _tool(key)
+    device = cuda(gb)
+    plan = plan_tool(tool, device)
+    assert plan.fits
+    req = request_for(tool, {"width": 512, "height": 512, "scale": 7, "negativePrompt": ""})
+    n = images_that_fit(tool, device, plan, req, 16)
+    assert 1 < n < 16
+
+    def fits(samples: int) -> bool:
+        forced = plan_tool(
+            tool,
+            device,
+            offload=plan.strategy,
+            quantization=plan.quantization,
+            request=replace(req, samples=samples),
+        )
+        return forced.fits
+
+    assert fits(n) and not fits(n + 1)
+    assert images_that_fit(tool, cuda(80), plan, req, 16) == 16
+    assert images_that_fit(tool, device, plan, req, 1) == 1
+
+
+def test_a_task_request_takes_its_size_and_guidance() -> None:
+    sd = _tool("futurist/CartoonMix v1.0")
+    assert request_for(sd, {"width": 320, "height": 448, "scale": 1}).cfg_copies == 1
+    req = request_for(sd, {"width": 320, "height": 448, "scale": 6})
+    assert (req.width, req.height, req.cfg_copies) == (320, 448, 2)
+    flux = _tool("WizardWhitebeard/Toon-Renders")
+    assert request_for(flux, {"negativePrompt": "blurry"}).cfg_copies == 1  # no true CFG

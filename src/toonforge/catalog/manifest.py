@@ -127,6 +127,10 @@ class Backend(BaseModel):
     quantization: (
         Literal["none", "fp8", "gguf-q8_0", "gguf-q6_k", "gguf-q5_k", "gguf-q4_k", "nf4"] | None
     ) = None
+    # Cross-task batching: the most images one batched run of this tool takes (unset: the
+    # server's TOONFORGE_MAX_BATCH; the smaller of the two applies, and on a GPU the memory
+    # plan may allow fewer).
+    max_batch: int | None = Field(default=None, ge=1)
 
 
 class Manifest(BaseModel):

@@ -85,6 +85,7 @@ class EngineRuntime:
         self._lock = threading.RLock()
         self._published = ""
         self._plans: dict[str, tuple[Plan | None, Placement]] = {}
+        self._batch_images: dict[tuple[Any, ...], int] = {}  # batch_images, by request shape
 
     def prepare(self, manifest: Manifest, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load what the request needs, or reuse it from the pool. Returns what was loaded."""
@@ -210,6 +211,29 @@ class EngineRuntime:
         budget = device_pool_budget(setting, device.memory_bytes, peaks)
         logger.info("parts kept on %s up to %.1f GB (memory plans)", self.device, budget / GB)
         return budget
+
+    def batch_images(self, manifest: Manifest, params: dict[str, Any], cap: int) -> int:
+        """The most images (at most `cap`) a batched run of tasks like `params` may take here:
+        on a GPU, the largest that the tool's memory plan fits on the device at the task's
+        size; elsewhere (a CPU, tiny weights, no plan) `cap`, as the plans are not applied
+        there (see `placement`)."""
+        if self.device.type != "cuda" or self.settings.tiny or cap <= 1:
+            return cap
+        plan, _ = self.placement(manifest)
+        if plan is None or not plan.fits:
+            return 1 if plan is not None else cap
+        from toonforge.engine.plan.on_device import detect_device
+        from toonforge.engine.plan.planner import images_that_fit
+        from toonforge.engine.plan.request import request_for
+
+        negative = bool(str(params.get("negativePrompt") or "").strip())
+        key = (manifest.key, params.get("width"), params.get("height"), params.get("scale"))
+        key += (negative, cap)
+        if key not in self._batch_images:
+            device = detect_device(self.settings, self.device)
+            req = request_for(manifest, params)
+            self._batch_images[key] = images_that_fit(manifest, device, plan, req, cap)
+        return min(cap, self._batch_images[key])
 
     def placement(self, manifest: Manifest) -> tuple[Plan | None, Placement]:
         """The memory plan for this tool on this worker's device (computed once per tool),

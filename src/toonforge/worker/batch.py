@@ -2,8 +2,9 @@
 
 `claim_batch` claims the oldest task as before; when it has a batch key (toonforge.catalog.
 batch_key) it also claims queued tasks with the same key, and waits for a burst to fill the
-batch (`max_batch` images) while its tasks keep arriving less than `batch_wait_ms` apart; a
-lone task never waits longer than `batch_wait_ms`.
+batch while its tasks keep arriving less than `batch_wait_ms` apart; a lone task never waits
+longer than `batch_wait_ms`. A batch holds at most `batch_cap` images: TOONFORGE_MAX_BATCH,
+the tool's own `backend.max_batch`, and on a GPU what the tool's memory plan fits.
 
 `BatchRunner` runs two or more such tasks through the engine's `generate_batch`: each keeps
 its own lifecycle (statuses, progress events, outputs, debugoutput, callback). A Kill takes its
@@ -48,6 +49,8 @@ class BatchEngine(Protocol):
         should_stop: Callable[[int], bool],
     ) -> list[GenerationResult | Exception]: ...
 
+    def batch_images(self, manifest: Manifest, params: dict[str, Any], cap: int) -> int: ...
+
 
 def claim_batch(
     services: Services,
@@ -74,18 +77,19 @@ def claim_batch(
             session.commit()
             return []
         group = [task]
-        if task.batch_key and settings.max_batch > 1:
+        cap = batch_cap(services, runner.engine, task) if task.batch_key else 1
+        if cap > 1:
             group += claim_companions(
                 session,
                 task,
                 worker_id=worker_id,
-                max_images=settings.max_batch - task_images(task.parameters),
+                max_images=cap - task_images(task.parameters),
                 lease_seconds=settings.lease_seconds,
             )
         claimed = [(t.id, runner.begin(session, t)) for t in group]
         session.commit()
     images = sum(task_images(t.parameters) for t in group)
-    if not task.batch_key or images >= settings.max_batch:
+    if images >= cap:
         return claimed
     # The gather window: a burst of Runs arrives over some milliseconds, one Run after
     # another. The window restarts at each arrival, so a burst whose Runs come less than
@@ -93,7 +97,7 @@ def claim_batch(
     # batch gathers for at most `max_batch` windows.
     window = settings.batch_wait_ms / 1000
     deadline = time.monotonic() + window
-    while images < settings.max_batch and not runner.shutdown.is_set():
+    while images < cap and not runner.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not wake.wait(remaining):
             break
@@ -103,7 +107,7 @@ def claim_batch(
                 session,
                 task,
                 worker_id=worker_id,
-                max_images=settings.max_batch - images,
+                max_images=cap - images,
                 lease_seconds=settings.lease_seconds,
             )
             claimed += [(t.id, runner.begin(session, t)) for t in more]
@@ -112,6 +116,25 @@ def claim_batch(
             deadline = time.monotonic() + window
         images += sum(task_images(t.parameters) for t in more)
     return claimed
+
+
+def batch_cap(services: Services, engine: Any, task: Any) -> int:
+    """The most images a batch led by `task` may hold: TOONFORGE_MAX_BATCH, the tool's own
+    `backend.max_batch` if smaller, and what the tool's memory plan fits on this worker's
+    device at the task's size (`batch_images`, on a GPU)."""
+    cap = services.settings.max_batch
+    manifest = services.catalog.by_key(task.tool_key)
+    if manifest is None:
+        return 1
+    if manifest.backend.max_batch is not None:
+        cap = min(cap, manifest.backend.max_batch)
+    fit = getattr(engine, "batch_images", None)
+    if cap > 1 and fit is not None:
+        try:
+            cap = min(cap, fit(manifest, task.parameters, cap))
+        except Exception:  # a plan that cannot be made: batch as the settings say
+            log.warning("no memory plan to size a batch of %s", manifest.key, exc_info=True)
+    return max(1, cap)
 
 
 class BatchRunner:

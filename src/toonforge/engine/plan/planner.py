@@ -263,3 +263,28 @@ def _explain(
         f"a smaller request fits: {smaller.describe()}" if smaller else "no smaller request fits"
     )
     return "; ".join(parts)
+
+
+def images_that_fit(
+    manifest: Manifest, device: Device, plan: Plan, req: DefaultRequest, cap: int
+) -> int:
+    """The most images (at most `cap`, at least 1) one batched run of `req`-like tasks can
+    take on `device` under `plan` (its strategy, storage and compute dtype): the largest
+    number of samples whose activation peak, with the plan's weights, fits the device's
+    memory."""
+    family = manifest.backend.family
+    stream = device.kind == "cuda"
+    for n in range(max(1, cap), 1, -1):
+        r = replace(req, samples=n)
+        c = evaluate(
+            family,
+            tool_parts(manifest, r),
+            r,
+            plan.compute_dtype,
+            plan.strategy,
+            plan.quantization,
+            stream,
+        )
+        if c.peak_bytes <= device.memory_bytes:
+            return n
+    return 1

@@ -12,7 +12,7 @@ Mirrors what the engines do with those inputs (kept in step by tests/engine/test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from toonforge.catalog.manifest import Manifest
@@ -78,3 +78,24 @@ def default_request(manifest: Manifest) -> DefaultRequest:
         spec = manifest.input("refiner")
         refiner = spec is None or spec.default == ""
     return DefaultRequest(width, height, samples, 1, copies, 1, refiner)
+
+
+def request_for(manifest: Manifest, params: dict[str, Any]) -> DefaultRequest:
+    """The tool's default request at a task's own size and guidance (for sizing a batch of
+    such tasks): width and height from `params`, one classifier-free copy less when its
+    guidance scale is 1 (SD) or when true CFG does not run (FLUX without a negative prompt)."""
+    req = default_request(manifest)
+    family = manifest.backend.family
+    try:
+        width = int(params.get("width", req.width))
+        height = int(params.get("height", req.height))
+        scale = float(params.get("scale", 7.5))
+    except (TypeError, ValueError):
+        return req
+    copies = req.cfg_copies
+    if family in ("sd15", "sdxl"):
+        copies = 1 if scale == 1.0 else 2
+    elif family == "flux":
+        negative = str(params.get("negativePrompt") or "").strip()
+        copies = 2 if manifest.backend.true_cfg and negative else 1
+    return replace(req, width=width, height=height, cfg_copies=copies)
