@@ -54,3 +54,28 @@ def test_tasks_queued_together_run_as_one_batch(server: Server, client: Client) 
     alone = client.wait(client.run(CARTOON, bodies[3])["taskid"], timeout=300)
     assert "batch" not in json.loads(alone["debugoutput"])
     assert _png(alone) == _png(tasks[3])
+
+
+FLUX = "WizardWhitebeard/Toon-Renders"
+FLUX_BODY = {"samples": 1, "steps": 3, "scale": 3.5, "width": 64, "height": 64}
+
+
+def test_flux_tasks_queued_together_run_as_one_batch(server: Server, client: Client) -> None:
+    """The FLUX path through the worker: one run, each task its own images, the same bytes
+    as the same request alone."""
+    client.wait(client.run(FLUX, {**FLUX_BODY, "prompt": "warm up", "seed": "1"})["taskid"])
+    bodies = [
+        {**FLUX_BODY, "prompt": "w1z_r3nd3r, a potato", "seed": "10"},
+        {**FLUX_BODY, "prompt": "w1z_r3nd3r, a lemon", "seed": "20", "samples": 2},
+    ]
+    with workers_paused(server):
+        ids = [client.run(FLUX, body)["taskid"] for body in bodies]
+    tasks = [client.wait(taskid, timeout=300) for taskid in ids]
+    for task, samples in zip(tasks, (1, 2), strict=True):
+        assert task["status"] == "task_postprocess_end" and task["pexit"] == "0", task
+        assert len(task["outputs"]) == samples
+        batch = json.loads(task["debugoutput"])["batch"]
+        assert batch["tasks"] == 2 and batch["images"] == 3, batch
+    alone = client.wait(client.run(FLUX, bodies[1])["taskid"], timeout=300)
+    assert "batch" not in json.loads(alone["debugoutput"])
+    assert _png(alone) == _png(tasks[1])
