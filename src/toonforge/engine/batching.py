@@ -21,15 +21,16 @@ and the others go on. A task whose latents turn non-finite fails alone the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from toonforge.engine.common import check_finite
 from toonforge.engine.conditioning import StepConditioning
-from toonforge.engine.contract import GenerationInterrupted, ModelError
+from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
 from toonforge.engine.prompt_embeds import EncodedText, Fragments
 from toonforge.engine.rowwise import rowwise_embeddings
 from toonforge.engine.sd_sampling import StepCallbackFailed
@@ -116,6 +117,10 @@ def denoise_batch(
     total = total_steps if total_steps is not None else step_offset + len(timesteps)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     results = {m.index: MemberResult(m.index) for m in members}
+
+    def fail(member: Member, exc: Exception) -> None:
+        results[member.index].error = exc
+
     live = list(members)
     latents = torch.cat([m.latents for m in live])
     dtype = latents.dtype
@@ -129,35 +134,77 @@ def denoise_batch(
             extra["generator"] = [g for m in live for g in m.generators]
         latents = scheduler.step(guided, t, latents, return_dict=False, **extra)[0]
         step = step_offset + i + 1
-        keep: list[Member] = []
-        start = 0
-        for m in live:
-            rows = latents[start : start + m.rows]
-            start += m.rows
-            try:
-                check_finite(rows, f"at denoising step {step}")
-            except ModelError as exc:
-                results[m.index].error = exc
-                continue
-            keep.append(m)
-        try:
-            if keep:
-                on_step(step, total)
-            stops = {m.index for m in keep if should_stop(m.index)}
-        except Exception as exc:
-            raise StepCallbackFailed(exc) from exc
-        for m in keep:
-            if m.index in stops:
-                results[m.index].error = GenerationInterrupted("stopped between steps")
-        keep = [m for m in keep if m.index not in stops]
-        if len(keep) != len(live):
-            latents = drop_rows(scheduler, latents, live, keep)
-            live = keep
+        latents, live = after_step(
+            scheduler, latents, live, step, total, on_step, should_stop, fail
+        )
     start = 0
     for m in live:
         results[m.index].latents = latents[start : start + m.rows]
         start += m.rows
     return [results[m.index] for m in members]
+
+
+Row = TypeVar("Row", bound="HasRows")
+
+
+class HasRows(Protocol):
+    """A task's share of a batch's latents: its position in the batch and its row count."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+
+
+def after_step(
+    scheduler: Any,
+    latents: torch.Tensor,
+    live: list[Row],
+    step: int,
+    total: int,
+    on_step: Callable[[int, int], None],
+    should_stop: Callable[[int], bool],
+    fail: Callable[[Row, Exception], None],
+) -> tuple[torch.Tensor, list[Row]]:
+    """What every batched loop does after a scheduler step: a member whose rows turned
+    non-finite fails (`fail(member, ModelError)`), progress is reported for the others, and
+    a member that should stop leaves (`fail(member, GenerationInterrupted)`); the rows of
+    the members gone are dropped from the latents and the scheduler's state. The latents
+    and members still in."""
+    keep: list[Row] = []
+    start = 0
+    for m in live:
+        rows = latents[start : start + m.rows]
+        start += m.rows
+        try:
+            check_finite(rows, f"at denoising step {step}")
+        except ModelError as exc:
+            fail(m, exc)
+            continue
+        keep.append(m)
+    try:
+        if keep:
+            on_step(step, total)
+        stops = {m.index for m in keep if should_stop(m.index)}
+    except Exception as exc:
+        raise StepCallbackFailed(exc) from exc
+    for m in keep:
+        if m.index in stops:
+            fail(m, GenerationInterrupted("stopped between steps"))
+    keep = [m for m in keep if m.index not in stops]
+    if len(keep) != len(live):
+        return drop_rows(scheduler, latents, live, keep), keep
+    return latents, live
+
+
+def finished(outcomes: list[Any], started: float) -> list[Any]:
+    """A batch's outcomes as returned: each result stamped with the run's seconds since
+    `started` (monotonic), a task never reached (None) failed as "not run"."""
+    elapsed = round(time.monotonic() - started, 3)
+    for o in outcomes:
+        if isinstance(o, GenerationResult):
+            o.info["elapsed_seconds"] = elapsed
+    return [o if o is not None else ModelError("not run") for o in outcomes]
 
 
 def _guided_step(
@@ -221,7 +268,7 @@ def _guided_step(
 
 
 def drop_rows(
-    scheduler: Any, latents: torch.Tensor, live: Sequence[Member], keep: Sequence[Member]
+    scheduler: Any, latents: torch.Tensor, live: Sequence[HasRows], keep: Sequence[HasRows]
 ) -> torch.Tensor:
     """The latents of `keep` only, and the same rows of every per-row tensor the scheduler
     holds between steps (multistep histories, a stored sample)."""

@@ -27,10 +27,10 @@ import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import drop_rows
-from toonforge.engine.common import check_finite, model_errors
+from toonforge.engine.batching import after_step, finished
+from toonforge.engine.common import model_errors
 from toonforge.engine.context import EngineContext
-from toonforge.engine.contract import GenerationInterrupted, GenerationResult, ModelError
+from toonforge.engine.contract import GenerationResult, ModelError
 from toonforge.engine.flux import (
     MAX_SEQUENCE_LENGTH,
     FluxModel,
@@ -43,7 +43,7 @@ from toonforge.engine.flux import (
     run_info,
 )
 from toonforge.engine.rowwise import rowwise_flux
-from toonforge.engine.sd_sampling import StepCallbackFailed, callback_errors
+from toonforge.engine.sd_sampling import callback_errors
 from toonforge.engine.steps import decode_each, sample_seeds
 
 Outcome = GenerationResult | Exception
@@ -104,7 +104,7 @@ def generate_flux_batch(
         except ModelError as exc:
             outcomes[index] = exc
     if not members:
-        return [o if o is not None else ModelError("not run") for o in outcomes]
+        return finished(outcomes, started)
     first = members[0].req
     job = f"{sum(m.rows for m in members)} x {first.width}x{first.height} (batch)"
     with callback_errors(), model_errors("FLUX", job, "samples, width or height"):
@@ -118,11 +118,7 @@ def generate_flux_batch(
             files = output_files(m.req, images, m.seeds, manifest, model, active, m.guidance)
             info = run_info(m.req, model, m.seeds, active, m.guidance)
             outcomes[m.index] = GenerationResult(files=files, info=info)
-    elapsed = round(time.monotonic() - started, 3)
-    for o in outcomes:
-        if isinstance(o, GenerationResult):
-            o.info["elapsed_seconds"] = elapsed
-    return [o if o is not None else ModelError("not run") for o in outcomes]
+    return finished(outcomes, started)
 
 
 def _member(pipe: Any, manifest: Manifest, index: int, req: _Request) -> tuple[_Member, Any, Any]:
@@ -191,6 +187,10 @@ def _denoise(
     if transformer.config.guidance_embeds:
         scale = torch.full([1], first.scale, device=device, dtype=torch.float32)
     finals: dict[int, torch.Tensor | Exception] = {}
+
+    def fail(member: _Member, exc: Exception) -> None:
+        finals[member.index] = exc
+
     live = list(members)
     latents = torch.cat([m.latents for m in live])
 
@@ -217,31 +217,9 @@ def _denoise(
         noise = call(latents, t, embeds, pooled, "cond")
         noise = _true_cfg(noise, latents, t, live, call)
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-        step = i + 1
-        keep: list[_Member] = []
-        start = 0
-        for m in live:
-            rows = latents[start : start + m.rows]
-            start += m.rows
-            try:
-                check_finite(rows, f"at denoising step {step}")
-            except ModelError as exc:
-                finals[m.index] = exc
-                continue
-            keep.append(m)
-        try:
-            if keep:
-                on_step(step, first.steps)
-            stops = {m.index for m in keep if should_stop(m.index)}
-        except Exception as exc:
-            raise StepCallbackFailed(exc) from exc
-        for m in keep:
-            if m.index in stops:
-                finals[m.index] = GenerationInterrupted("stopped between steps")
-        keep = [m for m in keep if m.index not in stops]
-        if len(keep) != len(live):
-            latents = drop_rows(scheduler, latents, live, keep)  # type: ignore[arg-type]
-            live = keep
+        latents, live = after_step(
+            scheduler, latents, live, i + 1, first.steps, on_step, should_stop, fail
+        )
     start = 0
     for m in live:
         finals[m.index] = latents[start : start + m.rows]

@@ -220,8 +220,10 @@ class EngineRuntime:
         if self.device.type != "cuda" or self.settings.tiny or cap <= 1:
             return cap
         plan, _ = self.placement(manifest)
-        if plan is None or not plan.fits:
-            return 1 if plan is not None else cap
+        if plan is None:
+            return cap
+        if not plan.fits:
+            return 1
         from toonforge.engine.plan.on_device import detect_device
         from toonforge.engine.plan.planner import images_that_fit
         from toonforge.engine.plan.request import request_for
@@ -233,7 +235,7 @@ class EngineRuntime:
             device = detect_device(self.settings, self.device)
             req = request_for(manifest, params)
             self._batch_images[key] = images_that_fit(manifest, device, plan, req, cap)
-        return min(cap, self._batch_images[key])
+        return self._batch_images[key]
 
     def placement(self, manifest: Manifest) -> tuple[Plan | None, Placement]:
         """The memory plan for this tool on this worker's device (computed once per tool),

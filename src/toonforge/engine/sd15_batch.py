@@ -15,7 +15,7 @@ from typing import Any
 from diffusers.utils.torch_utils import randn_tensor
 
 from toonforge.catalog.manifest import Manifest
-from toonforge.engine.batching import BatchTask, Member, denoise_batch, shared_encodings
+from toonforge.engine.batching import BatchTask, Member, denoise_batch, finished, shared_encodings
 from toonforge.engine.common import model_errors
 from toonforge.engine.conditioning import PromptSchedule
 from toonforge.engine.context import EngineContext
@@ -89,7 +89,7 @@ def generate_sd15_batch(
         except ModelError as exc:
             outcomes[index] = exc
     if not tasks:
-        return [o if o is not None else ModelError("not run") for o in outcomes]
+        return finished(outcomes, started)
     first = tasks[0].req
     scheduler = make_scheduler(first.scheduler, model.scheduler_config)
     pipe.scheduler = scheduler
@@ -127,11 +127,7 @@ def generate_sd15_batch(
             files = output_files(t.req, images, t.seeds, manifest, model.weights.tiny)
             info = {**run_info(t.req, model, t.seeds), **t.schedule.describe()}
             outcomes[t.index] = GenerationResult(files=files, info=info)
-    elapsed = round(time.monotonic() - started, 3)
-    for o in outcomes:
-        if isinstance(o, GenerationResult):
-            o.info["elapsed_seconds"] = elapsed
-    return [o if o is not None else ModelError("not run") for o in outcomes]
+    return finished(outcomes, started)
 
 
 def _shared(req: _Request) -> tuple[Any, ...]:

@@ -21,6 +21,7 @@ from toonforge.engine.batching import (
     Member,
     MemberAddedCond,
     denoise_batch,
+    finished,
     shared_encodings,
 )
 from toonforge.engine.common import model_errors
@@ -101,7 +102,7 @@ def generate_sdxl_batch(
         except ModelError as exc:
             outcomes[index] = exc
     if not reqs:
-        return [o if o is not None else ModelError("not run") for o in outcomes]
+        return finished(outcomes, started)
     first = reqs[0][1]
     refiner = model.refiner.pipe if model.refiner and first.refiner else None
     base.scheduler = make_scheduler(first.scheduler, model.base.scheduler_config)
@@ -181,11 +182,7 @@ def generate_sdxl_batch(
                 **t.schedule.describe(),
             }
             outcomes[t.index] = GenerationResult(files=files, info=info)
-    elapsed = round(time.monotonic() - started, 3)
-    for o in outcomes:
-        if isinstance(o, GenerationResult):
-            o.info["elapsed_seconds"] = elapsed
-    return [o if o is not None else ModelError("not run") for o in outcomes]
+    return finished(outcomes, started)
 
 
 def _refine(
